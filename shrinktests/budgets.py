@@ -1,0 +1,99 @@
+"""Budgets: thresholds written as data (``"kl_mean <= 0.05"``) and parsed into typed checks."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+#: metric name → what it measures (shown in errors and reports)
+DRIFT_METRICS: dict[str, str] = {
+    "first_divergence": "index of the first generated token that differs from the baseline",
+    "token_agreement": "share of positions with the baseline's token, free-running",
+    "kl_mean": "mean per-token KL(base‖config), teacher-forced on the baseline continuation",
+    "kl_max": "largest per-token KL(base‖config)",
+    "top1": "share of positions where config and baseline agree on the most likely token",
+    "delta_p": "mean change of the probability of the baseline's token",
+    "ln_ppl_ratio": "ln(PPL_config / PPL_base) over the baseline continuation",
+}
+DEGENERATION_METRICS: dict[str, str] = {
+    "repetition": "seq-rep-4: 1 − unique 4-grams / 4-grams of the output tokens",
+    "min_tokens": "number of generated tokens (an empty answer has 0)",
+}
+METRICS: dict[str, str] = {**DRIFT_METRICS, **DEGENERATION_METRICS}
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
+}
+_PATTERN = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+|inf|-inf)\s*$")
+
+
+class BudgetError(ValueError):
+    """A budget string that does not parse; the message quotes it and says what is allowed."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One bound on one metric, e.g. ``kl_mean <= 0.05``."""
+
+    metric: str
+    op: str
+    limit: float
+
+    def holds(self, value: float | None) -> bool:
+        """Whether ``value`` is within the bound; ``None`` (not applicable) always holds."""
+        if value is None:
+            return True
+        if math.isnan(value):
+            return False
+        return _OPS[self.op](value, self.limit)
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.limit:g}"
+
+
+def parse_budget(text: str) -> Budget:
+    """Parse ``"metric op number"``; the metric must be a known one."""
+    if not isinstance(text, str):
+        raise BudgetError(f"expected a string like 'kl_mean <= 0.05', got {text!r}")
+    m = _PATTERN.match(text)
+    if m is None:
+        raise BudgetError(
+            f"cannot parse budget {text!r}: write 'metric OP number' with OP one of <=, >=, <, >"
+        )
+    metric, op, number = m.groups()
+    if metric not in METRICS:
+        close = difflib.get_close_matches(metric, list(METRICS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise BudgetError(
+            f"unknown metric {metric!r} in budget {text!r}{hint}; known: {', '.join(METRICS)}"
+        )
+    return Budget(metric, op, float(number))
+
+
+def merge_budgets(defaults: Iterable[Budget], overrides: Iterable[Budget]) -> tuple[Budget, ...]:
+    """Config budgets replace default budgets on the same metric; the rest are kept."""
+    merged = {b.metric: b for b in defaults}
+    merged.update({b.metric: b for b in overrides})
+    return tuple(merged.values())
+
+
+@dataclass(frozen=True)
+class Violation:
+    budget: Budget
+    value: float
+
+
+def violations(
+    budgets: Iterable[Budget], values: Mapping[str, float | None]
+) -> list[Violation]:
+    """Budgets whose metric is present in ``values`` and out of bounds."""
+    out = []
+    for b in budgets:
+        if b.metric in values and not b.holds(values[b.metric]):
+            v = values[b.metric]
+            out.append(Violation(b, float("nan") if v is None else v))
+    return out

@@ -1,0 +1,147 @@
+"""Turn generations into verdicts: drift, degeneration and constraint results with messages.
+
+Pure functions of already-computed generations and scores; the failure messages say what
+diverged, where, by how much, and what to do about it.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from shrinktests.budgets import DEGENERATION_METRICS, DRIFT_METRICS, Budget, Violation, violations
+from shrinktests.engine import Generation
+from shrinktests.metrics import (
+    TeacherForced,
+    first_divergence,
+    is_near_tie,
+    seq_rep_n,
+    token_agreement,
+)
+
+REPETITION_N = 4
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Drift of one config on one prompt, against the baseline."""
+
+    values: dict[str, float | None]
+    divergence: int | None  # None: identical continuations
+    near_tie: bool
+    base_margin: float | None
+    violations: list[Violation] = field(default_factory=list)
+
+
+def drift(
+    base: Generation, cand: Generation, tf: TeacherForced, budgets: Iterable[Budget],
+    epsilon: float,
+) -> Drift:
+    """Free-running and teacher-forced drift figures, checked against the drift budgets.
+
+    A first divergence at a step where the baseline's top-1/top-2 margin is below ``epsilon``
+    is a near-tie: the order of two almost equally likely tokens is a coin flip of float
+    rounding, so the ``first_divergence`` budget is not applied to it (it is reported).
+    """
+    identical = base.token_ids == cand.token_ids
+    div = None if identical else first_divergence(base.token_ids, cand.token_ids)
+    margin = base.margin(div) if div is not None and div < len(base.token_ids) else None
+    near_tie = margin is not None and is_near_tie(margin, epsilon)
+    values: dict[str, float | None] = {
+        "first_divergence": None if div is None or near_tie else float(div),
+        "token_agreement": token_agreement(base.token_ids, cand.token_ids),
+        "kl_mean": tf.kl_mean,
+        "kl_max": tf.kl_max,
+        "top1": tf.top1,
+        "delta_p": tf.delta_p,
+        "ln_ppl_ratio": tf.ln_ppl_ratio,
+    }
+    drift_budgets = [b for b in budgets if b.metric in DRIFT_METRICS]
+    return Drift(values, div, near_tie, margin, violations(drift_budgets, values))
+
+
+@dataclass(frozen=True)
+class Degeneration:
+    values: dict[str, float | None]
+    modes: list[str]  # named failure modes, e.g. "repetition loop"
+    violations: list[Violation]
+
+
+def degeneration(gen: Generation, budgets: Iterable[Budget]) -> Degeneration:
+    """Repetition loop (seq-rep-4) and empty output, checked against the budgets."""
+    empty = not gen.text.strip()
+    values: dict[str, float | None] = {
+        "repetition": seq_rep_n(gen.token_ids, REPETITION_N),
+        "min_tokens": 0.0 if empty else float(len(gen.token_ids)),
+    }
+    deg_budgets = [b for b in budgets if b.metric in DEGENERATION_METRICS]
+    found = violations(deg_budgets, values)
+    modes = []
+    if empty:
+        modes.append("empty output")
+    for v in found:
+        if v.budget.metric == "repetition":
+            modes.append("repetition loop")
+        elif v.budget.metric == "min_tokens" and not empty:
+            modes.append("too short")
+    if empty and not any(v.budget.metric == "min_tokens" for v in found):
+        found.append(Violation(Budget("min_tokens", ">=", 1), 0.0))
+    return Degeneration(values, modes, found)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def figures(values: dict[str, float | None]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+
+
+def side_by_side(label_a: str, text_a: str, label_b: str, text_b: str, width: int = 100) -> str:
+    """Two continuations one under the other, each wrapped and labelled."""
+    w = max(len(label_a), len(label_b))
+    lines = []
+    for label, text in ((label_a, text_a), (label_b, text_b)):
+        body = textwrap.wrap(repr(text)[1:-1], width - w - 3) or [""]
+        lines.append(f"{label:>{w}} | {body[0]}")
+        lines.extend(f"{'':>{w}} | {more}" for more in body[1:4])
+    return "\n".join(lines)
+
+
+def drift_message(
+    config: str, case: str, prompt: str, d: Drift, prefix: str, base_rest: str, cand_rest: str,
+) -> str:
+    """The failure text of a drift test: prompt, where it diverged, side by side, figures."""
+    broken = "; ".join(f"{v.budget} but got {_fmt(v.value)}" for v in d.violations)
+    where = ("no divergence in the generated window" if d.divergence is None
+             else f"first divergence at token {d.divergence}"
+             + (f" (near-tie: baseline margin {d.base_margin:.3f})" if d.near_tie else ""))
+    return "\n".join([
+        f"drift of config {config!r} on {case} exceeds its budget: {broken}",
+        f"prompt: {prompt!r}",
+        f"{where}; common prefix: {prefix[-80:]!r}",
+        side_by_side("baseline", base_rest, config, cand_rest),
+        f"figures: {figures(d.values)}",
+        "If this drift is acceptable, relax the budget in the configs file, or mark the config "
+        "expect = \"breaks\".",
+    ])
+
+
+def degeneration_message(config: str, case: str, prompt: str, gen: Generation,
+                         d: Degeneration) -> str:
+    broken = "; ".join(f"{v.budget} but got {_fmt(v.value)}" for v in d.violations)
+    return "\n".join([
+        f"{' and '.join(d.modes) or 'degenerate output'} in config {config!r} on {case}: {broken}",
+        f"prompt: {prompt!r}",
+        side_by_side("output", gen.text, "", ""),
+        f"figures: {figures(d.values)} over {len(gen.token_ids)} tokens",
+    ])
+
+
+def median(xs: Sequence[float]) -> float | None:
+    s = sorted(xs)
+    if not s:
+        return None
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2

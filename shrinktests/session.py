@@ -1,0 +1,296 @@
+"""The state of one shrinktests run: model source, configs, suites, variants and results.
+
+Pytest hooks and fixtures stay thin and delegate here. Everything expensive is lazy and
+memoised twice (in memory for the run, on disk across runs): a warm run loads no model at all.
+Generation happens once per (config, suite) as fixed batches; checks only read the results.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shrinktests import __version__
+from shrinktests.cache import DiskCache, cache_key
+from shrinktests.compression.base import MethodUnavailable
+from shrinktests.engine import (
+    ZERO_TIMINGS,
+    DecodingSettings,
+    Generation,
+    Timings,
+    continuation_logprobs,
+    generate,
+    render_prompt,
+)
+from shrinktests.metrics import TeacherForced, teacher_forced
+from shrinktests.model import (
+    ModelSource,
+    default_model_source,
+    load_tokenizer,
+    local_model_source,
+    set_determinism,
+)
+from shrinktests.spec import CompressionConfig, ConfigSet, Prompt, Suite
+from shrinktests.variant import Variant, VariantStats, build_variant
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SNAPSHOT_FORMAT = 1
+
+
+class ConfigCrashed(RuntimeError):
+    """Building or running one config failed; only that config's tests fail."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One prompt of one suite, the unit a test is parametrized over."""
+
+    suite: Suite
+    prompt: Prompt
+
+    @property
+    def id(self) -> str:
+        # "." rather than "/": syrupy drops "/" from snapshot file names and then cannot
+        # relate the file back to its test (it would call it unused).
+        return f"{self.suite.name}.{self.prompt.id}"
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    model: Path | None
+    configs: ConfigSet
+    suites: tuple[Suite, ...]
+    cache_dir: Path | None
+    threads: int
+    snapshot_dir: Path
+
+
+@dataclass
+class ConfigRun:
+    """What a config produced this run, for the summary table."""
+
+    stats: VariantStats | None = None
+    timings: Timings = ZERO_TIMINGS
+    drift: dict[str, Any] = field(default_factory=dict)  # case id -> checks.Drift
+    degeneration: dict[str, Any] = field(default_factory=dict)
+    constraints: dict[tuple[str, int], bool] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    error: str | None = None
+
+
+class ShrinkSession:
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.configs = options.configs
+        self.cache = DiskCache(options.cache_dir / "results" if options.cache_dir else None)
+        self._source: ModelSource | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self._variants: dict[str, Variant] = {}
+        self._failed: dict[str, BaseException] = {}
+        self._generations: dict[tuple[str, str], list[Generation]] = {}
+        self._tf: dict[tuple[str, str], list[TeacherForced]] = {}
+        self._torch_ready = False
+        self.runs: dict[str, ConfigRun] = defaultdict(ConfigRun)
+        self.generate_calls = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    @property
+    def reference(self) -> CompressionConfig:
+        return self.configs.get(self.configs.reference)
+
+    def cases(self) -> list[Case]:
+        return [Case(s, p) for s in self.options.suites for p in s.prompts]
+
+    @property
+    def source(self) -> ModelSource:
+        if self._source is None:
+            self._ensure_torch()
+            if self.options.model is None:
+                self._source = default_model_source(self.options.cache_dir)
+            else:
+                self._source = local_model_source(self.options.model, self.options.cache_dir)
+        return self._source
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.source)
+        return self._tokenizer
+
+    def _ensure_torch(self) -> None:
+        if not self._torch_ready:
+            set_determinism(self.options.threads)
+            self._torch_ready = True
+
+    def settings(self, suite: Suite) -> DecodingSettings:
+        return DecodingSettings(max_new_tokens=suite.max_new_tokens,
+                                chat_template=suite.chat_template)
+
+    def _prompt_ids(self, suite: Suite) -> list[list[int]]:
+        chat = self.settings(suite).chat_template
+        return [render_prompt(self.tokenizer, p.text, chat) for p in suite.prompts]
+
+    # ------------------------------------------------------------------ variants
+
+    def variant(self, name: str) -> Variant:
+        """The compressed model for ``name``, built on first use; failures are remembered."""
+        if name in self._failed:
+            self._raise_failure(name)
+        if name not in self._variants:
+            config = self.configs.get(name)
+            ref_params = None
+            if name != self.reference.name:
+                ref_params = self.stats(self.reference.name).params
+            try:
+                self._ensure_torch()
+                self._variants[name] = build_variant(self.source, config, ref_params)
+            except Exception as exc:  # one config crashing must not take down the others
+                self._failed[name] = exc
+                self._raise_failure(name)
+            self.cache.put("stats", self._stats_key(name), self._variants[name].stats)
+            self.runs[name].stats = self._variants[name].stats
+        return self._variants[name]
+
+    def _raise_failure(self, name: str) -> None:
+        exc = self._failed[name]
+        if isinstance(exc, MethodUnavailable):
+            import pytest
+
+            pytest.skip(f"config {name!r} cannot run here: {exc}")
+        self.runs[name].error = f"{type(exc).__name__}: {exc}"
+        raise ConfigCrashed(f"config {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def release(self, name: str) -> None:
+        """Free a config's model once its tests are done (the reference stays loaded)."""
+        if name != self.reference.name and self._variants.pop(name, None) is not None:
+            gc.collect()
+
+    def _stats_key(self, name: str) -> str:
+        return cache_key("stats", {"model": self.source.fingerprint,
+                                   "config": self.configs.get(name).fingerprint()})
+
+    def cached_stats(self, name: str) -> VariantStats | None:
+        """Stats already known (loaded variant or disk cache) without building anything."""
+        if name in self._variants:
+            return self._variants[name].stats
+        cached: VariantStats | None = self.cache.get("stats", self._stats_key(name))
+        return cached
+
+    def stats(self, name: str) -> VariantStats:
+        """Size/cost figures of a config, from the loaded variant or the disk cache."""
+        if name in self._variants:
+            return self._variants[name].stats
+        cached = self.cache.get("stats", self._stats_key(name))
+        if cached is not None:
+            self.runs[name].stats = cached
+            return cached  # type: ignore[no-any-return]
+        return self.variant(name).stats
+
+    # ------------------------------------------------------------------ results
+
+    def _gen_key(self, name: str, suite: Suite) -> str:
+        return cache_key("generation", {
+            "model": self.source.fingerprint,
+            "config": self.configs.get(name).fingerprint(),
+            "prompts": [p.text for p in suite.prompts],
+            "decoding": self.settings(suite).key(),
+        })
+
+    def generations(self, name: str, suite: Suite) -> list[Generation]:
+        """All of a suite's continuations under config ``name``: generated once, then cached."""
+        mem = (name, suite.name)
+        if mem not in self._generations:
+            key = self._gen_key(name, suite)
+            cached = self.cache.get("generation", key)
+            if cached is None:
+                model = self.variant(name).model
+                try:
+                    gens, timings = generate(model, self.tokenizer, self._prompt_ids(suite),
+                                             self.settings(suite))
+                except Exception as exc:
+                    self._failed[name] = exc
+                    self._raise_failure(name)
+                self.generate_calls += 1
+                cached = (gens, timings)
+                self.cache.put("generation", key, cached)
+            gens, timings = cached
+            self._generations[mem] = gens
+            self.runs[name].timings = self.runs[name].timings + timings
+        return self._generations[mem]
+
+    def generation(self, name: str, case: Case) -> Generation:
+        return self.generations(name, case.suite)[case.suite.prompts.index(case.prompt)]
+
+    def teacher_forced(self, name: str, suite: Suite) -> list[TeacherForced]:
+        """Per-token comparison with the baseline on the baseline's own continuations."""
+        mem = (name, suite.name)
+        if mem not in self._tf:
+            base = self.generations(self.reference.name, suite)
+            key = cache_key("teacher-forced", {
+                "gen": self._gen_key(self.reference.name, suite),
+                "config": self.configs.get(name).fingerprint(),
+                "model": self.source.fingerprint,
+            })
+            cached = self.cache.get("teacher-forced", key)
+            if cached is None:
+                prompts = [g.prompt_ids for g in base]
+                conts = [g.token_ids for g in base]
+                pad = self.tokenizer.pad_token_id
+                base_lp = continuation_logprobs(self.variant(self.reference.name).model, pad,
+                                                prompts, conts)
+                try:
+                    cand_lp = continuation_logprobs(self.variant(name).model, pad, prompts,
+                                                    conts)
+                except Exception as exc:
+                    self._failed[name] = exc
+                    self._raise_failure(name)
+                cached = [teacher_forced(b, c, g.token_ids)
+                          for b, c, g in zip(base_lp, cand_lp, base, strict=True)]
+                self.cache.put("teacher-forced", key, cached)
+            self._tf[mem] = cached
+        return self._tf[mem]
+
+    def decode(self, ids: tuple[int, ...] | list[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
+
+    # ------------------------------------------------------------------ snapshots
+
+    def snapshot_header(self, case: Case) -> list[str]:
+        ref = self.reference
+        steps = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in ref.params())
+        return [
+            f"# shrinktests baseline snapshot, format {SNAPSHOT_FORMAT}",
+            f"# model: {self.source.describe()}",
+            f"# reference config: {ref.name} ({steps})",
+            f"# decoding: {self.settings(case.suite).describe()}",
+        ]
+
+    def snapshot_text(self, case: Case) -> str:
+        """Readable baseline output for one prompt: header, prompt, text, token ids."""
+        gen = self.generation(self.reference.name, case)
+        ids = list(gen.token_ids)
+        id_lines = [" ".join(map(str, ids[i:i + 16])) for i in range(0, len(ids), 16)]
+        end = "end of sequence" if gen.finished else "token budget reached"
+        return "\n".join([
+            *self.snapshot_header(case),
+            "",
+            "## prompt",
+            case.prompt.text,
+            "",
+            f"## output ({len(ids)} tokens, {end})",
+            gen.text,
+            "",
+            "## token ids",
+            *id_lines,
+            "",
+        ])
+
+
+def shrinktests_version() -> str:
+    return __version__

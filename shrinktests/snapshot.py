@@ -1,0 +1,52 @@
+"""A syrupy extension for baseline outputs: one readable ``.txt`` file per prompt under
+``snapshots/``, so a changed baseline shows up in a pull request as a diff of words.
+
+Each file starts with a header (format, model fingerprint, reference config, decoding
+settings). If the headers differ, comparing the texts would be a wall of irrelevant diff, so
+the failure says what changed in the header and how to regenerate instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
+if TYPE_CHECKING:
+    from syrupy.location import PyTestLocation
+
+UPDATE_HINT = "pytest suites/ --snapshot-update"
+
+
+def _header(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("# ")][:8]
+
+
+class BaselineSnapshotExtension(SingleFileSnapshotExtension):
+    file_extension = "txt"
+    _write_mode = WriteMode.TEXT
+    snapshot_root: Path = Path("snapshots")
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        return str(cls.snapshot_root / test_location.basename)
+
+    def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
+        old, new = _header(str(snapshot_data or "")), _header(str(serialized_data))
+        if snapshot_data is not None and old != new:
+            yield "The snapshot was recorded under different settings; its text is not comparable."
+            for a, b in zip(old, new, strict=False):
+                if a != b:
+                    yield f"  recorded: {a[2:]}"
+                    yield f"  now:      {b[2:]}"
+            yield f"Review and regenerate the baselines with: {UPDATE_HINT}"
+            return
+        yield from super().diff_lines(serialized_data, snapshot_data)
+        yield f"If the new baseline is intended, accept it with: {UPDATE_HINT}"
+
+
+def extension_for(root: Path) -> type[BaselineSnapshotExtension]:
+    """A subclass bound to this run's snapshot folder (syrupy extensions are classes)."""
+    return type("BaselineSnapshot", (BaselineSnapshotExtension,), {"snapshot_root": root})

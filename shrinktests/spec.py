@@ -1,0 +1,277 @@
+"""Suites and compression configs as validated data (TOML files in ``suites/``).
+
+Every problem is raised as one :class:`SpecError` naming the file, the entry and the field, so
+the plugin can turn it into a pytest usage error instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
+from shrinktests.compression.base import ConfigError, Method, build_method, nearest_name
+from shrinktests.constraints import Checker, build_checker
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class SpecError(ValueError):
+    """Invalid suite or configs file: ``path``, ``entry`` (may be empty) and ``field``."""
+
+    def __init__(self, path: Path | str, entry: str, field: str, problem: str) -> None:
+        where = f"{path}"
+        if entry:
+            where += f", {entry}"
+        if field:
+            where += f", field {field!r}"
+        super().__init__(f"{where}: {problem}")
+
+
+# --------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    text: str
+    checks: tuple[Checker, ...]
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of prompts generated together, with shared decoding settings."""
+
+    name: str
+    path: Path
+    description: str
+    chat_template: bool
+    max_new_tokens: int
+    prompts: tuple[Prompt, ...]
+
+    def prompt(self, prompt_id: str) -> Prompt:
+        for p in self.prompts:
+            if p.id == prompt_id:
+                return p
+        raise KeyError(prompt_id)
+
+
+_SUITE_KEYS = {"name", "description", "chat_template", "max_new_tokens"}
+_PROMPT_KEYS = {"id", "text", "checks"}
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise SpecError(path, "", "", "file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(path, "", "", f"not valid TOML: {exc}") from None
+
+
+def _unknown(path: Path, entry: str, data: Mapping[str, Any], allowed: set[str]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise SpecError(
+                path, entry, key,
+                f"unknown key{nearest_name(key, allowed)}; known: {', '.join(sorted(allowed))}",
+            )
+
+
+def _typed(path: Path, entry: str, field: str, value: Any, kind: type, what: str) -> Any:
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise SpecError(path, entry, field, f"must be {what}, got {value!r}")
+    return value
+
+
+def load_suite(path: Path) -> Suite:
+    """Parse and validate one suite file."""
+    data = _load_toml(path)
+    _unknown(path, "", data, {"suite", "prompt"})
+    head = data.get("suite")
+    if not isinstance(head, dict):
+        raise SpecError(path, "", "suite", "missing [suite] table with at least name = \"...\"")
+    _unknown(path, "[suite]", head, _SUITE_KEYS)
+    name = _typed(path, "[suite]", "name", head.get("name"), str, "a string")
+    if not _ID.match(name):
+        raise SpecError(path, "[suite]", "name", f"{name!r}: use lowercase letters, digits, - and _")
+    max_new = _typed(path, "[suite]", "max_new_tokens", head.get("max_new_tokens", 48), int,
+                     "an integer")
+    if not 1 <= max_new <= 4096:
+        raise SpecError(path, "[suite]", "max_new_tokens", f"must be in 1..4096, got {max_new}")
+    chat = _typed(path, "[suite]", "chat_template", head.get("chat_template", True), bool,
+                  "true or false")
+    desc = _typed(path, "[suite]", "description", head.get("description", ""), str, "a string")
+    raw_prompts = data.get("prompt", [])
+    if not isinstance(raw_prompts, list) or not raw_prompts:
+        raise SpecError(path, "", "prompt", "a suite needs at least one [[prompt]]")
+    prompts: list[Prompt] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_prompts):
+        entry = f"prompt #{i + 1}"
+        if not isinstance(raw, dict):
+            raise SpecError(path, entry, "", "must be a table")
+        _unknown(path, entry, raw, _PROMPT_KEYS)
+        pid = _typed(path, entry, "id", raw.get("id"), str, "a string")
+        entry = f"prompt {pid!r}"
+        if not _ID.match(pid):
+            raise SpecError(path, entry, "id", "use lowercase letters, digits, - and _")
+        if pid in seen:
+            raise SpecError(path, entry, "id", "duplicate id")
+        seen.add(pid)
+        text = _typed(path, entry, "text", raw.get("text"), str, "a string")
+        if not text.strip():
+            raise SpecError(path, entry, "text", "empty prompt")
+        raw_checks = _typed(path, entry, "checks", raw.get("checks", []), list, "a list of tables")
+        checks = []
+        for j, spec in enumerate(raw_checks):
+            if not isinstance(spec, dict):
+                raise SpecError(path, entry, f"checks[{j}]", "must be a table like "
+                                "{check = \"contains\", value = \"...\"}")
+            try:
+                checks.append(build_checker(spec))
+            except ConfigError as exc:
+                raise SpecError(path, entry, f"checks[{j}].{exc.field}", exc.problem) from None
+        prompts.append(Prompt(pid, text, tuple(checks)))
+    return Suite(name, path, desc, chat, max_new, tuple(prompts))
+
+
+# --------------------------------------------------------------------------- configs
+
+Expectation = Literal["passes", "breaks"]
+
+
+@dataclass(frozen=True)
+class CompressionConfig:
+    """A named pipeline of compression steps, with its budgets and expected outcome."""
+
+    name: str
+    steps: tuple[Method, ...]
+    budgets: tuple[Budget, ...]
+    expect: Expectation
+    description: str
+    #: test-name globs (e.g. "test_constraint[*multiplication*]") that are known to fail for
+    #: this config: strict xfails, so a fixed regression shows up as XPASS and gets removed
+    known_failures: tuple[str, ...] = ()
+
+    def params(self) -> list[dict[str, Any]]:
+        return [s.params() for s in self.steps]
+
+    def fingerprint(self) -> str:
+        """Hash of what changes the weights (steps), not of budgets or descriptions."""
+        blob = json.dumps(self.params(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ConfigSet:
+    path: Path
+    reference: str
+    near_tie_epsilon: float
+    configs: tuple[CompressionConfig, ...]
+
+    def names(self) -> list[str]:
+        return [c.name for c in self.configs]
+
+    def get(self, name: str) -> CompressionConfig:
+        for c in self.configs:
+            if c.name == name:
+                return c
+        raise KeyError(f"unknown config {name!r}; known: {', '.join(self.names())}")
+
+
+_CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
+_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets"}
+
+
+def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
+    if not isinstance(raw, list):
+        raise SpecError(path, entry, "budgets", "must be a list of strings like 'kl_mean <= 0.05'")
+    out = []
+    for i, text in enumerate(raw):
+        try:
+            out.append(parse_budget(text))
+        except BudgetError as exc:
+            raise SpecError(path, entry, f"budgets[{i}]", str(exc)) from None
+    return out
+
+
+def load_configs(path: Path) -> ConfigSet:
+    """Parse and validate a configs file (``[settings]`` plus ``[[config]]`` entries)."""
+    data = _load_toml(path)
+    _unknown(path, "", data, {"settings", "config"})
+    settings = data.get("settings", {})
+    if not isinstance(settings, dict):
+        raise SpecError(path, "", "settings", "must be a table")
+    _unknown(path, "[settings]", settings, _SETTINGS_KEYS)
+    default_budgets = _budgets(path, "[settings]", settings.get("budgets", []))
+    eps = settings.get("near_tie_epsilon", 0.02)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
+        raise SpecError(path, "[settings]", "near_tie_epsilon", f"must be in [0, 1), got {eps!r}")
+    raw_configs = data.get("config", [])
+    if not isinstance(raw_configs, list) or not raw_configs:
+        raise SpecError(path, "", "config", "needs at least one [[config]]")
+    configs: list[CompressionConfig] = []
+    for i, raw in enumerate(raw_configs):
+        entry = f"config #{i + 1}"
+        if not isinstance(raw, dict):
+            raise SpecError(path, entry, "", "must be a table")
+        name = _typed(path, entry, "name", raw.get("name"), str, "a string")
+        entry = f"config {name!r}"
+        if not _ID.match(name):
+            raise SpecError(path, entry, "name", "use lowercase letters, digits, - and _")
+        if name in (c.name for c in configs):
+            raise SpecError(path, entry, "name", "duplicate config name")
+        # one step is written inline (method = "...", its parameters beside it); several as steps
+        inline = {k: v for k, v in raw.items() if k not in _CONFIG_KEYS}
+        if "steps" in raw:
+            _unknown(path, entry, raw, _CONFIG_KEYS)
+            raw_steps = _typed(path, entry, "steps", raw["steps"], list, "a list of tables")
+            if not raw_steps:
+                raise SpecError(path, entry, "steps", "empty")
+            step_specs = list(raw_steps)
+        elif "method" in inline:
+            step_specs = [inline]
+        else:
+            raise SpecError(path, entry, "method",
+                            "give method = \"...\" (one step) or steps = [{method = ...}, ...]")
+        steps = []
+        for j, spec in enumerate(step_specs):
+            prefix = f"steps[{j}]." if "steps" in raw else ""
+            if not isinstance(spec, dict):
+                raise SpecError(path, entry, f"{prefix.rstrip('.')}", "must be a table")
+            try:
+                steps.append(build_method(spec))
+            except ConfigError as exc:
+                raise SpecError(path, entry, f"{prefix}{exc.field}", exc.problem) from None
+        loaders = [s for s in steps if s.load_kwargs.__func__ is not Method.load_kwargs]  # type: ignore[attr-defined]
+        if len(loaders) > 1 or (loaders and steps[-1] is not loaders[0]):
+            raise SpecError(path, entry, "steps", "a load-time quantizer (e.g. bnb-4bit) must be "
+                            "the last step and there can be only one")
+        expect = raw.get("expect", "passes")
+        if expect not in ("passes", "breaks"):
+            raise SpecError(path, entry, "expect", f"must be 'passes' or 'breaks', got {expect!r}")
+        desc = _typed(path, entry, "description", raw.get("description", ""), str, "a string")
+        budgets = merge_budgets(default_budgets, _budgets(path, entry, raw.get("budgets", [])))
+        known = _typed(path, entry, "known_failures", raw.get("known_failures", []), list,
+                       "a list of test-name globs")
+        for j, pattern in enumerate(known):
+            if not isinstance(pattern, str) or not pattern.startswith("test_"):
+                raise SpecError(path, entry, f"known_failures[{j}]",
+                                f"must be a test-name glob like 'test_drift[*greeting*]', "
+                                f"got {pattern!r}")
+        configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
+                                         tuple(known)))
+    reference = settings.get("reference", configs[0].name)
+    if reference not in [c.name for c in configs]:
+        raise SpecError(path, "[settings]", "reference",
+                        f"{reference!r} is not a config; known: "
+                        f"{', '.join(c.name for c in configs)}")
+    return ConfigSet(path, reference, float(eps), tuple(configs))

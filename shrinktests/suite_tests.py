@@ -1,0 +1,89 @@
+"""The behavioural tests, imported by ``suites/test_behaviour.py``.
+
+They live in the package so a user's own ``suites/`` folder needs one import line, and every
+project gets the same checks. Each test reads results the session computed once per
+(config, suite); none of them generates text itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shrinktests import checks
+from shrinktests.session import Case, ShrinkSession
+
+
+def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
+                           shrink_snapshot: Any) -> None:
+    """The reference config's output equals the committed snapshot (a diff is for review)."""
+    assert shrink_session.snapshot_text(shrink_case) == shrink_snapshot
+
+
+def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: Case) -> None:
+    """The config stays within its drift budgets against the baseline on this prompt."""
+    s = shrink_session
+    suite = shrink_case.suite
+    idx = suite.prompts.index(shrink_case.prompt)
+    base = s.generation(s.reference.name, shrink_case)
+    cand = s.generation(shrink_config, shrink_case)
+    tf = s.teacher_forced(shrink_config, suite)[idx]
+    result = checks.drift(base, cand, tf, s.configs.get(shrink_config).budgets,
+                          s.configs.near_tie_epsilon)
+    s.runs[shrink_config].drift[shrink_case.id] = result
+    if result.violations:
+        div = result.divergence if result.divergence is not None else len(base.token_ids)
+        pytest.fail(checks.drift_message(
+            shrink_config, shrink_case.id, shrink_case.prompt.text, result,
+            prefix=s.decode(base.token_ids[:div]),
+            base_rest=s.decode(base.token_ids[div:]),
+            cand_rest=s.decode(cand.token_ids[div:]),
+        ), pytrace=False)
+
+
+def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
+                      shrink_case: Case) -> None:
+    """No repetition loop and no empty answer, unless the baseline already degenerates."""
+    s = shrink_session
+    budgets = s.configs.get(shrink_config).budgets
+    gen = s.generation(shrink_config, shrink_case)
+    result = checks.degeneration(gen, budgets)
+    s.runs[shrink_config].degeneration[shrink_case.id] = result
+    if not result.violations:
+        return
+    message = checks.degeneration_message(shrink_config, shrink_case.id,
+                                          shrink_case.prompt.text, gen, result)
+    if shrink_config == s.reference.name:
+        pytest.xfail(f"the baseline itself degenerates ({', '.join(result.modes)}): "
+                     "reported, not a regression")
+    base = checks.degeneration(s.generation(s.reference.name, shrink_case), budgets)
+    if base.violations:
+        pytest.xfail(f"the baseline degenerates here too ({', '.join(base.modes)}): "
+                     "reported, not a regression")
+    pytest.fail(message, pytrace=False)
+
+
+def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
+                    shrink_check: tuple[Case, int]) -> None:
+    """A constraint the baseline meets must still be met; one it misses is only reported."""
+    s = shrink_session
+    case, index = shrink_check
+    checker = case.prompt.checks[index]
+    outcome = checker.check(s.generation(shrink_config, case).text)
+    s.runs[shrink_config].constraints[(case.id, index)] = outcome.ok
+    if outcome.ok:
+        return
+    if shrink_config == s.reference.name:
+        pytest.xfail(f"baseline misses {checker.describe()}: {outcome.detail}")
+    base = checker.check(s.generation(s.reference.name, case).text)
+    if not base.ok:
+        pytest.xfail(f"baseline misses {checker.describe()} too: {base.detail}")
+    pytest.fail(
+        f"config {shrink_config!r} lost a constraint the baseline meets on {case.id}: "
+        f"{checker.describe()}: {outcome.detail}\n"
+        f"prompt: {case.prompt.text!r}\n"
+        + checks.side_by_side("baseline", s.generation(s.reference.name, case).text,
+                              shrink_config, s.generation(shrink_config, case).text),
+        pytrace=False,
+    )

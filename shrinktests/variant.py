@@ -1,0 +1,88 @@
+"""Apply a compression config to the model source: a :class:`Variant` plus what it cost."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from shrinktests.compression.base import TensorError
+from shrinktests.model import ModelSource, load_model
+from shrinktests.spec import CompressionConfig
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass
+class VariantStats:
+    """Size and cost figures recorded for every config (read by checks and reports)."""
+
+    params: int = 0
+    bytes: int = 0
+    bits_per_weight: float = 0.0
+    load_seconds: float = 0.0
+    compress_seconds: float = 0.0
+    tensor_errors: dict[str, TensorError] = field(default_factory=dict)
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / 1e6
+
+    @property
+    def mean_rel_error(self) -> float | None:
+        if not self.tensor_errors:
+            return None
+        return sum(e.rel_fro for e in self.tensor_errors.values()) / len(self.tensor_errors)
+
+
+@dataclass
+class Variant:
+    config: CompressionConfig
+    model: torch.nn.Module
+    stats: VariantStats
+
+
+def _model_bytes(model: torch.nn.Module, overrides: dict[str, int]) -> int:
+    """Bytes of parameters and buffers, counting tied tensors once; ``overrides`` replace the
+    in-memory size of fake-quantized weights by their packed size."""
+    seen: set[int] = set()
+    total = 0
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += overrides.get(name, t.numel() * t.element_size())
+    return total
+
+
+def build_variant(
+    source: ModelSource, config: CompressionConfig, reference_params: int | None = None
+) -> Variant:
+    """Load the source with the config's load-time options and apply its steps in order.
+
+    ``reference_params`` (the uncompressed parameter count) turns bytes into bits per weight;
+    without it the variant's own count is used.
+    """
+    for step in config.steps:
+        step.check_environment()
+    load_kwargs: dict[str, Any] = {}
+    for step in config.steps:
+        load_kwargs.update(step.load_kwargs())
+    model, load_seconds = load_model(source, **load_kwargs)
+    raw: dict[str, Any] = {}
+    start = time.perf_counter()
+    for step in config.steps:
+        model = step.apply(model, raw)
+    compress_seconds = time.perf_counter() - start
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    size = _model_bytes(model, raw.get("packed_bytes", {}))
+    stats = VariantStats(
+        params=n_params,
+        bytes=size,
+        bits_per_weight=8 * size / (reference_params or n_params),
+        load_seconds=load_seconds,
+        compress_seconds=compress_seconds,
+        tensor_errors=raw.get("tensor_errors", {}),
+    )
+    return Variant(config, model, stats)
