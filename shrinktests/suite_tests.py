@@ -18,7 +18,12 @@ from shrinktests.session import Case, ShrinkSession
 def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
                            shrink_snapshot: Any) -> None:
     """The reference config's output equals the committed snapshot (a diff is for review)."""
-    assert shrink_session.snapshot_text(shrink_case) == shrink_snapshot
+    # compared explicitly: this module is not assertion-rewritten, so a bare `assert ==`
+    # would lose syrupy's diff
+    if not shrink_snapshot == shrink_session.snapshot_text(shrink_case):
+        diff = "\n".join(shrink_snapshot.get_assert_diff())
+        pytest.fail(f"baseline output of {shrink_case.id} differs from its snapshot:\n{diff}",
+                    pytrace=False)
 
 
 def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: Case) -> None:

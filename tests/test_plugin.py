@@ -1,0 +1,140 @@
+"""The plugin end to end inside ``pytester``, on the real default model with 8-token answers.
+
+Inner runs are subprocesses: each is a fresh interpreter, as a user's run would be.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TWO_CONFIGS, ProjectMaker
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+def test_ids_read_config_then_case_and_k_selects_one_config(shrink_project: ProjectMaker) -> None:
+    """``-k bf16`` keeps only bf16 items; drift is never parametrized with the reference."""
+    p = shrink_project()
+    result = p.runpytest_subprocess("suites", "--collect-only", "-q", "-k", "bf16")
+    out = result.stdout.str()
+    assert "suites/test_behaviour.py::test_drift[bf16-tiny.hello]" in out
+    assert "test_constraint[bf16-tiny.capital-word_count1]" in out
+    assert "[baseline-" not in out
+    full = p.runpytest_subprocess("suites", "--collect-only", "-q").stdout.str()
+    assert "test_drift[baseline-" not in full
+    assert "test_degeneration[baseline-tiny.hello]" in full
+
+
+def test_snapshot_update_flow(shrink_project: ProjectMaker) -> None:
+    """Missing snapshot fails; --snapshot-update writes readable files; a changed header asks
+    for regeneration instead of showing a diff."""
+    p = shrink_project()
+    first = p.runpytest_subprocess("suites", "-k", "snapshot")
+    first.assert_outcomes(failed=2)
+    update = p.runpytest_subprocess("suites", "-k", "snapshot", "--snapshot-update")
+    update.assert_outcomes(passed=2)
+    files = sorted((p.path / "snapshots" / "test_behaviour").glob("*.txt"))
+    assert [f.name for f in files] == [
+        "test_baseline_snapshot[tiny.capital].txt", "test_baseline_snapshot[tiny.hello].txt"]
+    text = files[1].read_text()
+    assert text.startswith("# shrinktests baseline snapshot, format 1\n# model: SmolLM2")
+    assert "## prompt\nSay hello to Anna.\n" in text
+    assert "max_new_tokens=8" in text
+    p.runpytest_subprocess("suites", "-k", "snapshot").assert_outcomes(passed=2)
+
+    files[1].write_text(text.replace("# model: SmolLM2", "# model: OtherModel"))
+    changed = p.runpytest_subprocess("suites", "-k", "snapshot")
+    changed.assert_outcomes(failed=1, passed=1)
+    changed.stdout.fnmatch_lines([
+        "*recorded under different settings*",
+        "*recorded: model: OtherModel*",
+        "*--snapshot-update*",
+    ])
+
+
+def test_generation_happens_once_per_config_and_suite(shrink_project: ProjectMaker) -> None:
+    """Many checks read one generation: 2 configs x 1 suite = 2 generate calls; a warm run
+    generates nothing and gives the same verdicts."""
+    p = shrink_project()
+    cold = p.runpytest_subprocess("suites", "--snapshot-update")
+    cold.stdout.fnmatch_lines(["*generate calls this run: 2;*"])
+    warm = p.runpytest_subprocess("suites")
+    warm.stdout.fnmatch_lines(["*generate calls this run: 0;*"])
+    assert cold.parseoutcomes() == warm.parseoutcomes()
+    assert warm.ret == 0
+
+
+def test_drift_failure_message_shows_where_and_how_much(shrink_project: ProjectMaker) -> None:
+    """An impossible budget fails with the prompt, the divergence and the figures."""
+    p = shrink_project(TWO_CONFIGS.replace('"kl_mean <= 0.05"', '"kl_max <= 0.0"'))
+    result = p.runpytest_subprocess("suites", "-k", "drift")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines([
+        "*drift of config 'bf16' on tiny.hello exceeds its budget: kl_max <= 0 but got*",
+        "*prompt: 'Say hello to Anna.'*",
+        "*figures: first_divergence=*kl_mean=*top1=*",
+    ])
+    assert re.search(r"(first divergence at token \d+|no divergence)", result.stdout.str())
+
+
+def test_expect_breaks_is_a_strict_xfail(shrink_project: ProjectMaker) -> None:
+    """A positive control marked expect = "breaks" is green while broken, red once it isn't."""
+    broken = TWO_CONFIGS + """
+[[config]]
+name = "broken"
+expect = "breaks"
+method = "blockwise"
+bits = 1
+block_size = 64
+budgets = ["kl_mean <= 0.5", "repetition <= 0.2"]
+"""
+    p = shrink_project(broken)
+    result = p.runpytest_subprocess("suites", "-k", "broken and drift")
+    result.assert_outcomes(xfailed=2)
+    healthy = broken.replace('dtype = "bfloat16"', 'dtype = "bfloat16"\nexpect = "breaks"')
+    p = shrink_project(healthy)
+    result = p.runpytest_subprocess("suites", "-k", "bf16 and drift")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*"])
+
+
+@pytest.mark.parametrize(
+    ("configs", "expected"),
+    [
+        (TWO_CONFIGS.replace('method = "dtype"\ndtype = "bfloat16"', 'method = "bnb-4bits"'),
+         "config 'bf16', field 'method': unknown method 'bnb-4bits' (did you mean 'bnb-4bit'?)"),
+        (TWO_CONFIGS.replace('"kl_mean <= 0.05"', '"kl_men <= 0.05"'),
+         "config 'bf16', field 'budgets[0]': unknown metric 'kl_men'"),
+        ("[[config]\nname = 1", "not valid TOML"),
+    ],
+    ids=["unknown-method", "unknown-metric", "bad-toml"],
+)
+def test_bad_configs_file_is_a_usage_error(shrink_project: ProjectMaker, configs: str,
+                                           expected: str) -> None:
+    """Exit code 4 (usage error) with the file, entry and field named, no traceback."""
+    p = shrink_project(configs)
+    result = p.runpytest_subprocess("suites")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    err = result.stderr.str()
+    assert expected in err
+    assert "configs.toml" in err
+    assert "Traceback" not in err
+
+
+def test_unknown_threads_value_is_quoted(shrink_project: ProjectMaker) -> None:
+    p = shrink_project()
+    result = p.runpytest_subprocess("suites", "--shrink-threads", "zero")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected a positive integer, got 'zero'" in result.stderr.str()
+
+
+def test_missing_model_folder_fails_every_test_with_the_reason(shrink_project: ProjectMaker,
+                                                               tmp_path: Path) -> None:
+    p = shrink_project()
+    result = p.runpytest_subprocess("suites", "-k", "drift", "--shrink-model",
+                                    str(tmp_path / "nope"))
+    assert result.ret != 0
+    assert "no such folder" in result.stdout.str()
