@@ -27,6 +27,8 @@ class DecodingSettings:
     max_new_tokens: int
     chat_template: bool
     top_k: int = 5
+    #: force a fixed workload (throughput measurements); 0 lets answers stop at end-of-sequence
+    min_new_tokens: int = 0
     batch_size: int = 16
 
     def key(self) -> dict[str, Any]:
@@ -154,7 +156,8 @@ def _generate_chunk(
     # An explicit config: the model's own generation_config may carry sampling or a
     # repetition penalty, which would make "greedy" mean something else per model.
     gen_config = GenerationConfig(
-        do_sample=False, max_new_tokens=settings.max_new_tokens, min_new_tokens=0,
+        do_sample=False, max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=settings.min_new_tokens, output_logits=True, return_dict_in_generate=True,
         num_beams=1, repetition_penalty=1.0, temperature=None, top_p=None, top_k=None,
         pad_token_id=pad_id, eos_token_id=sorted(stop), bos_token_id=tokenizer.bos_token_id,
     )
@@ -163,10 +166,8 @@ def _generate_chunk(
         model(input_ids=ids, attention_mask=mask, use_cache=False, logits_to_keep=1)
         prompt_seconds = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = model.generate(
-            input_ids=ids, attention_mask=mask, generation_config=gen_config,
-            output_logits=True, return_dict_in_generate=True,
-        )
+        result = model.generate(  # type: ignore[operator]  # nn.Module hides generate()
+            input_ids=ids, attention_mask=mask, generation_config=gen_config)
         generate_seconds = time.perf_counter() - t0
     new = result.sequences[:, ids.shape[1]:].cpu()
     logits = torch.stack(result.logits, dim=1).float().cpu()  # [B, T, V]
@@ -187,7 +188,7 @@ def _generate_chunk(
         gens.append(Generation(
             prompt_ids=tuple(prompt),
             token_ids=tokens,
-            text=tokenizer.decode(list(tokens), skip_special_tokens=True),
+            text=str(tokenizer.decode(list(tokens), skip_special_tokens=True)),
             finished=finished,
             top_ids=top.indices[i, :length].numpy().astype(np.int64),
             top_logprobs=top.values[i, :length].numpy().astype(np.float32),

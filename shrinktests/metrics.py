@@ -64,7 +64,8 @@ def log_softmax(logits: FloatArray) -> FloatArray:
     x = np.asarray(logits, dtype=np.float64)
     m = x.max(axis=-1, keepdims=True)
     z = x - m
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    out: FloatArray = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return out
 
 
 def kl_per_token(base_logp: FloatArray, cand_logp: FloatArray) -> FloatArray:
@@ -78,7 +79,8 @@ def kl_per_token(base_logp: FloatArray, cand_logp: FloatArray) -> FloatArray:
     p = np.exp(b)
     with np.errstate(invalid="ignore"):
         terms = np.where(p > 0, p * (b - c), 0.0)
-    return np.maximum(terms.sum(axis=-1), 0.0)
+    out: FloatArray = np.maximum(terms.sum(axis=-1), 0.0)
+    return out
 
 
 def top_margin(logp_row: FloatArray) -> float:

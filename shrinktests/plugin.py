@@ -230,7 +230,7 @@ def shrink_snapshot(snapshot: Any, shrink_session: ShrinkSession) -> Any:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    name = dict(item.user_properties).get("shrink_config")
+    name = str(dict(item.user_properties).get("shrink_config", ""))
     session = item.config.stash.get(session_key, None)
     if name and session is not None and (report.when == "call" or report.outcome != "passed"):
         outcome = "xfailed" if hasattr(report, "wasxfail") and report.skipped else report.outcome

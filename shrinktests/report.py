@@ -24,6 +24,8 @@ def _verdict(run: ConfigRun, expect: str) -> str:
         return "breaks (expected)"
     if o.get("skipped", 0) and not o.get("passed", 0):
         return "skipped"
+    if o.get("xfailed", 0):
+        return f"ok, {o['xfailed']} xfail"
     return "ok"
 
 

@@ -86,7 +86,7 @@ def _unknown(path: Path, entry: str, data: Mapping[str, Any], allowed: set[str])
 
 
 def _typed(path: Path, entry: str, field: str, value: Any, kind: type, what: str) -> Any:
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise SpecError(path, entry, field, f"must be {what}, got {value!r}")
     return value
 
@@ -101,7 +101,8 @@ def load_suite(path: Path) -> Suite:
     _unknown(path, "[suite]", head, _SUITE_KEYS)
     name = _typed(path, "[suite]", "name", head.get("name"), str, "a string")
     if not _ID.match(name):
-        raise SpecError(path, "[suite]", "name", f"{name!r}: use lowercase letters, digits, - and _")
+        raise SpecError(path, "[suite]", "name",
+                        f"{name!r}: use lowercase letters, digits, - and _")
     max_new = _typed(path, "[suite]", "max_new_tokens", head.get("max_new_tokens", 48), int,
                      "an integer")
     if not 1 <= max_new <= 4096:

@@ -20,7 +20,7 @@ def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
     """The reference config's output equals the committed snapshot (a diff is for review)."""
     # compared explicitly: this module is not assertion-rewritten, so a bare `assert ==`
     # would lose syrupy's diff
-    if not shrink_snapshot == shrink_session.snapshot_text(shrink_case):
+    if shrink_snapshot != shrink_session.snapshot_text(shrink_case):
         diff = "\n".join(shrink_snapshot.get_assert_diff())
         pytest.fail(f"baseline output of {shrink_case.id} differs from its snapshot:\n{diff}",
                     pytrace=False)

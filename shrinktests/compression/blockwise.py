@@ -43,7 +43,8 @@ def pack_codes(codes: npt.NDArray[np.integer], bits: int) -> npt.NDArray[np.uint
         raise ValueError(f"code {int(c.max())} does not fit in {bits} bits")
     # bit j of code i goes to stream position i*bits + j
     bit_planes = (c[:, None] >> np.arange(bits, dtype=np.uint8)[None, :]) & 1
-    return np.packbits(bit_planes.ravel(), bitorder="little")
+    packed: npt.NDArray[np.uint8] = np.packbits(bit_planes.ravel(), bitorder="little")
+    return packed
 
 
 def unpack_codes(packed: npt.NDArray[np.uint8], bits: int, count: int) -> npt.NDArray[np.uint8]:
@@ -52,7 +53,9 @@ def unpack_codes(packed: npt.NDArray[np.uint8], bits: int, count: int) -> npt.ND
     if stream.size < count * bits:
         raise ValueError(f"{packed.size} bytes hold fewer than {count} codes of {bits} bits")
     planes = stream[: count * bits].reshape(count, bits).astype(np.uint8)
-    return (planes << np.arange(bits, dtype=np.uint8)[None, :]).sum(axis=1).astype(np.uint8)
+    codes: npt.NDArray[np.uint8] = (
+        planes << np.arange(bits, dtype=np.uint8)[None, :]).sum(axis=1).astype(np.uint8)
+    return codes
 
 
 @dataclass(frozen=True)
