@@ -81,6 +81,13 @@ def summary_lines(session: ShrinkSession) -> list[str]:
     lines.append(
         "1st div: median first divergent token (+N= prompts identical, ~N near-ties); "
         "KL/top-1 teacher-forced on the baseline continuation; constr: constraints met.")
+    for config, run in session.runs.items():
+        for case_id, d in run.drift.items():
+            if d.near_tie:
+                lines.append(
+                    f"near-tie: {config} on {case_id} diverges at token {d.divergence} where the "
+                    f"baseline's top-2 margin is {d.base_margin:.3f}: machine-dependent, not "
+                    "counted as drift")
     lines.append(f"model {session.source.describe()}; generate calls this run: "
                  f"{session.generate_calls}; cache hits {session.cache.hits}, "
                  f"misses {session.cache.misses}")
