@@ -65,13 +65,17 @@ def parse_budget(text: str) -> Budget:
             f"cannot parse budget {text!r}: write 'metric OP number' with OP one of <=, >=, <, >"
         )
     metric, op, number = m.groups()
+    try:
+        limit = float(number)
+    except ValueError:
+        raise BudgetError(f"cannot parse budget {text!r}: {number!r} is not a number") from None
     if metric not in METRICS:
         close = difflib.get_close_matches(metric, list(METRICS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise BudgetError(
             f"unknown metric {metric!r} in budget {text!r}{hint}; known: {', '.join(METRICS)}"
         )
-    return Budget(metric, op, float(number))
+    return Budget(metric, op, limit)
 
 
 def merge_budgets(defaults: Iterable[Budget], overrides: Iterable[Budget]) -> tuple[Budget, ...]:

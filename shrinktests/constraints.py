@@ -120,7 +120,7 @@ class Regex(Checker):
     def __post_init__(self) -> None:
         try:
             re.compile(self.pattern)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:
             raise ConfigError("pattern", f"not a valid regular expression: {exc}") from None
 
     def check(self, text: str) -> Outcome:

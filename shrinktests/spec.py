@@ -19,7 +19,7 @@ from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
 from shrinktests.compression.base import ConfigError, Method, build_method, nearest_name
 from shrinktests.constraints import Checker, build_checker
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+_ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 class SpecError(ValueError):
@@ -74,6 +74,10 @@ def _load_toml(path: Path) -> dict[str, Any]:
         raise SpecError(path, "", "", "file not found") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(path, "", "", f"not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(path, "", "", f"not UTF-8 text: {exc}") from None
+    except OSError as exc:
+        raise SpecError(path, "", "", f"cannot read: {exc.strerror or exc}") from None
 
 
 def _unknown(path: Path, entry: str, data: Mapping[str, Any], allowed: set[str]) -> None:
@@ -100,7 +104,7 @@ def load_suite(path: Path) -> Suite:
         raise SpecError(path, "", "suite", "missing [suite] table with at least name = \"...\"")
     _unknown(path, "[suite]", head, _SUITE_KEYS)
     name = _typed(path, "[suite]", "name", head.get("name"), str, "a string")
-    if not _ID.match(name):
+    if not _ID.fullmatch(name):
         raise SpecError(path, "[suite]", "name",
                         f"{name!r}: use lowercase letters, digits, - and _")
     max_new = _typed(path, "[suite]", "max_new_tokens", head.get("max_new_tokens", 48), int,
@@ -122,7 +126,7 @@ def load_suite(path: Path) -> Suite:
         _unknown(path, entry, raw, _PROMPT_KEYS)
         pid = _typed(path, entry, "id", raw.get("id"), str, "a string")
         entry = f"prompt {pid!r}"
-        if not _ID.match(pid):
+        if not _ID.fullmatch(pid):
             raise SpecError(path, entry, "id", "use lowercase letters, digits, - and _")
         if pid in seen:
             raise SpecError(path, entry, "id", "duplicate id")
@@ -226,7 +230,7 @@ def load_configs(path: Path) -> ConfigSet:
             raise SpecError(path, entry, "", "must be a table")
         name = _typed(path, entry, "name", raw.get("name"), str, "a string")
         entry = f"config {name!r}"
-        if not _ID.match(name):
+        if not _ID.fullmatch(name):
             raise SpecError(path, entry, "name", "use lowercase letters, digits, - and _")
         if name in (c.name for c in configs):
             raise SpecError(path, entry, "name", "duplicate config name")

@@ -68,7 +68,9 @@ def test_first_divergence_of_a_strict_prefix_is_the_prefix_length(
 
 @fast
 @given(st.lists(st.integers(0, 50), min_size=1, max_size=40), st.data())
-def test_first_divergence_finds_the_first_changed_token(seq: list[int], data: st.DataObject) -> None:
+def test_first_divergence_finds_the_first_changed_token(
+    seq: list[int], data: st.DataObject
+) -> None:
     """Changing token i (and anything after it) puts the divergence exactly at i."""
     i = data.draw(st.integers(0, len(seq) - 1))
     other = list(seq)
@@ -217,7 +219,8 @@ def test_kl_is_non_negative_and_matches_the_definition(
 
 
 def test_kl_worked_example_two_tokens() -> None:
-    """Hand-computed: KL([.5,.5]‖[.25,.75]) = ½ln(4/3) ≈ 0.143841, KL([.9,.1]‖[.5,.5]) ≈ 0.368064."""
+    """Hand-computed: KL([.5,.5]‖[.25,.75]) = ½ln(4/3) ≈ 0.143841 and
+    KL([.9,.1]‖[.5,.5]) = .9ln1.8 + .1ln.2 ≈ 0.368064."""
     base = _logp([[0.5, 0.5], [0.9, 0.1]])
     cand = _logp([[0.25, 0.75], [0.5, 0.5]])
     kl = kl_per_token(base, cand)

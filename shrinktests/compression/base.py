@@ -123,6 +123,11 @@ def coerce_dataclass(cls: type[Any], params: Mapping[str, Any]) -> Any:
             raise ConfigError(f"{key}.{exc.field}" if exc.field else key, exc.problem) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(key, str(exc)) from None
+    for name, f in fields.items():
+        no_default = (f.default is dataclasses.MISSING
+                      and f.default_factory is dataclasses.MISSING)
+        if no_default and name not in kwargs:
+            raise ConfigError(name, "required parameter is missing")
     return cls(**kwargs)
 
 
