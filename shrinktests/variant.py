@@ -24,6 +24,8 @@ class VariantStats:
     load_seconds: float = 0.0
     compress_seconds: float = 0.0
     tensor_errors: dict[str, TensorError] = field(default_factory=dict)
+    #: method-specific figures, e.g. layers/params before and after pruning, sparsity
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def mb(self) -> float:
@@ -83,6 +85,7 @@ def build_variant(
         bits_per_weight=8 * size / (reference_params or n_params),
         load_seconds=load_seconds,
         compress_seconds=compress_seconds,
-        tensor_errors=raw.get("tensor_errors", {}),
+        tensor_errors=raw.pop("tensor_errors", {}),
+        details={k: v for k, v in raw.items() if k != "packed_bytes"},
     )
     return Variant(config, model, stats)

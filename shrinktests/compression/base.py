@@ -195,4 +195,4 @@ def _jsonable(value: Any) -> Any:
 
 def _load_builtin_methods() -> None:
     # Importing the modules runs their @register decorators; cheap (no torch at import time).
-    from shrinktests.compression import blockwise, bnb, dtype  # noqa: F401
+    from shrinktests.compression import blockwise, bnb, dtype, prune  # noqa: F401
