@@ -47,7 +47,7 @@ def config_rows(session: ShrinkSession) -> list[list[str]]:
         near = sum(1 for d in drifts if d.near_tie)
         rows.append([
             config.name,
-            f"{tps:.1f}" if tps else "-",
+            (f"{tps:.1f}" + ("*" if run.cached_timings else "")) if tps else "-",
             f"{tps / ref_tps:.2f}x" if tps and ref_tps else "-",
             f"{stats.mb:.0f}" if stats else "-",
             f"{stats.bits_per_weight:.2f}" if stats else "-",
@@ -81,6 +81,9 @@ def summary_lines(session: ShrinkSession) -> list[str]:
     lines.append(
         "1st div: median first divergent token (+N= prompts identical, ~N near-ties); "
         "KL/top-1 teacher-forced on the baseline continuation; constr: constraints met.")
+    if any(r.cached_timings for r in session.runs.values()):
+        lines.append("* speed measured when the cached result was generated (earlier run); "
+                     "use --shrink-cache none to measure now.")
     for config, run in session.runs.items():
         for case_id, d in run.drift.items():
             if d.near_tie:

@@ -81,6 +81,8 @@ class ConfigRun:
     constraints: dict[tuple[str, int], bool] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error: str | None = None
+    #: timings come from a cached generation (measured in an earlier run)
+    cached_timings: bool = False
 
 
 class ShrinkSession:
@@ -208,6 +210,7 @@ class ShrinkSession:
         if mem not in self._generations:
             key = self._gen_key(name, suite)
             cached = self.cache.get("generation", key)
+            self.runs[name].cached_timings |= cached is not None
             if cached is None:
                 model = self.variant(name).model
                 try:
