@@ -46,6 +46,8 @@ def main() -> None:
     settings = DecodingSettings(max_new_tokens=args.tokens, chat_template=True,
                                 min_new_tokens=args.tokens)
 
+    # warm-up: the first generate call of a process pays one-time allocation costs
+    generate(model, tok, prompts[:2], DecodingSettings(max_new_tokens=4, chat_template=True))
     rows = []
     t0 = time.perf_counter()
     gens, _ = generate(model, tok, prompts, settings)

@@ -192,8 +192,9 @@ def _generate_chunk(
     generate_seconds = end - t0
     new = result.sequences[:, ids.shape[1]:].cpu()
     logits = torch.stack(result.logits, dim=1).float().cpu()  # [B, T, V]
-    logp = torch.log_softmax(logits, dim=-1)
-    top = torch.topk(logp, k=min(settings.top_k, logp.shape[-1]), dim=-1)
+    # top-k of the logits minus logsumexp = top-k log-probs, without a full log_softmax copy
+    top = torch.topk(logits, k=min(settings.top_k, logits.shape[-1]), dim=-1)
+    top_logp = top.values - torch.logsumexp(logits, dim=-1, keepdim=True)
     gens = []
     new_tokens = 0
     for i, prompt in enumerate(prompts):
@@ -212,7 +213,7 @@ def _generate_chunk(
             text=str(tokenizer.decode(list(tokens), skip_special_tokens=True)),
             finished=finished,
             top_ids=top.indices[i, :length].numpy().astype(np.int64),
-            top_logprobs=top.values[i, :length].numpy().astype(np.float32),
+            top_logprobs=top_logp[i, :length].numpy().astype(np.float32),
         ))
     prompt_tokens = int(mask.sum())
     return gens, Timings(prompt_tokens, prompt_seconds, new_tokens, generate_seconds)
