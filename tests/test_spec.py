@@ -30,7 +30,7 @@ from shrinktests.budgets import (
     parse_budget,
     violations,
 )
-from shrinktests.compression.base import ConfigError
+from shrinktests.compression.base import ConfigError, known_methods
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.bnb import Bnb4bit, Bnb8bit
 from shrinktests.compression.dtype import DtypeCast
@@ -324,7 +324,7 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str]]] = {
     "unknown-method": (
         _cfg('method = "blockwize"'),
         ["config 'q2'", "field 'method'", "unknown method 'blockwize'",
-         "did you mean 'blockwise'", "known: blockwise, bnb-4bit, bnb-8bit, dtype"],
+         "did you mean 'blockwise'", "known: " + ", ".join(known_methods())],
     ),
     "unknown-method-param": (
         _cfg('method = "blockwise"\nbitz = 2'),
