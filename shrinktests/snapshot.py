@@ -47,6 +47,23 @@ class BaselineSnapshotExtension(SingleFileSnapshotExtension):
         yield f"If the new baseline is intended, accept it with: {UPDATE_HINT}"
 
 
+def recorded_token_ids(text: str) -> list[int] | None:
+    """The token ids of a baseline snapshot (the lines after ``## token ids``), if parseable."""
+    lines = text.splitlines()
+    try:
+        start = lines.index("## token ids") + 1
+    except ValueError:
+        return None
+    try:
+        return [int(tok) for line in lines[start:] for tok in line.split()]
+    except ValueError:
+        return None
+
+
+def same_header(a: str, b: str) -> bool:
+    return _header(a) == _header(b)
+
+
 def extension_for(root: Path) -> type[BaselineSnapshotExtension]:
     """A subclass bound to this run's snapshot folder (syrupy extensions are classes)."""
     return type("BaselineSnapshot", (BaselineSnapshotExtension,), {"snapshot_root": root})

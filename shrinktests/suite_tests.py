@@ -20,10 +20,37 @@ def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
     """The reference config's output equals the committed snapshot (a diff is for review)."""
     # compared explicitly: this module is not assertion-rewritten, so a bare `assert ==`
     # would lose syrupy's diff
-    if shrink_snapshot != shrink_session.snapshot_text(shrink_case):
+    s = shrink_session
+    current = s.snapshot_text(shrink_case)
+    if shrink_snapshot != current:
+        recalled = shrink_snapshot.executions[shrink_snapshot.num_executions - 1].recalled_data
+        note = _near_tie_note(s, shrink_case, current, recalled)
+        if note:
+            pytest.xfail(note)
         diff = "\n".join(shrink_snapshot.get_assert_diff())
         pytest.fail(f"baseline output of {shrink_case.id} differs from its snapshot:\n{diff}",
                     pytrace=False)
+
+
+def _near_tie_note(s: ShrinkSession, case: Case, current: str, recalled: Any) -> str | None:
+    """If the recorded baseline leaves this run's at a near-tie, say so instead of failing:
+    which of two almost equally likely tokens wins depends on the machine's float rounding."""
+    from shrinktests.metrics import first_divergence
+    from shrinktests.snapshot import UPDATE_HINT, recorded_token_ids, same_header
+
+    if not isinstance(recalled, str) or not same_header(recalled, current):
+        return None
+    recorded = recorded_token_ids(recalled)
+    if recorded is None:
+        return None
+    gen = s.generation(s.reference.name, case)
+    step = first_divergence(recorded, list(gen.token_ids))
+    margin = gen.margin(step)
+    if margin >= s.configs.near_tie_epsilon:
+        return None
+    return (f"baseline of {case.id} differs from its snapshot from token {step}, where the top-2 "
+            f"margin is {margin:.4f} < near_tie_epsilon: a machine-dependent near-tie, not a "
+            f"regression (to record this machine's output: {UPDATE_HINT})")
 
 
 def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: Case) -> None:

@@ -138,3 +138,23 @@ def test_missing_model_folder_fails_every_test_with_the_reason(shrink_project: P
                                     str(tmp_path / "nope"))
     assert result.ret != 0
     assert "no such folder" in result.stdout.str()
+
+
+def test_snapshot_mismatch_at_a_near_tie_is_reported_not_failed(
+        shrink_project: ProjectMaker) -> None:
+    """A recorded baseline that leaves this run's where the top-2 margin is under
+    near_tie_epsilon is an xfail naming the near-tie; with epsilon 0 it is a failure."""
+    p = shrink_project(TWO_CONFIGS.replace('reference = "baseline"',
+                                           'reference = "baseline"\nnear_tie_epsilon = 0.999999'))
+    p.runpytest_subprocess("suites", "-k", "snapshot and hello", "--snapshot-update")
+    path = p.path / "snapshots" / "test_behaviour" / "test_baseline_snapshot[tiny.hello].txt"
+    lines = path.read_text().splitlines()
+    ids = lines[-1].split()
+    ids[-1] = str(int(ids[-1]) + 1)  # the recorded run "chose" another last token
+    path.write_text("\n".join([*lines[:-1], " ".join(ids)]) + "\n")
+    tie = p.runpytest_subprocess("suites", "-k", "snapshot and hello", "-rx")
+    tie.assert_outcomes(xfailed=1)
+    tie.stdout.fnmatch_lines(["*differs from its snapshot from token 7*near-tie*"])
+    shrink_project(TWO_CONFIGS)
+    strict = p.runpytest_subprocess("suites", "-k", "snapshot and hello")
+    strict.assert_outcomes(failed=1)
