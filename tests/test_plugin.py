@@ -158,3 +158,14 @@ def test_snapshot_mismatch_at_a_near_tie_is_reported_not_failed(
     shrink_project(TWO_CONFIGS)
     strict = p.runpytest_subprocess("suites", "-k", "snapshot and hello")
     strict.assert_outcomes(failed=1)
+
+
+def test_shrink_model_takes_a_local_folder(shrink_project: ProjectMaker,
+                                           model_cache: Path) -> None:
+    """Any local HF causal LM folder works; here the converted default model's folder."""
+    folder = next((model_cache / "models").glob("smollm2-135m-instruct-*"))
+    p = shrink_project()
+    result = p.runpytest_subprocess("suites", "-k", "bf16 and drift", "--shrink-model",
+                                    str(folder))
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*model smollm2-135m-instruct-*@*generate calls this run: 2;*"])
