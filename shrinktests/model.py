@@ -100,6 +100,16 @@ def default_gguf() -> Path:
     return gguf
 
 
+def default_model_converted(cache: Path | None = None) -> bool:
+    """Whether the embedded model's safetensors copy is already in the cache (cheap check)."""
+    cache = cache or cache_root()
+    try:
+        default_gguf()
+    except ModelSourceError:
+        return True  # nothing to convert; loading will explain what is missing
+    return any((cache / "models").glob("smollm2-135m-instruct-*/config.json"))
+
+
 def default_model_source(cache: Path | None = None) -> ModelSource:
     """The embedded SmolLM2-135M-Instruct, converted once to safetensors in the cache."""
     cache = cache or cache_root()

@@ -82,6 +82,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "shrinktests: a behavioural test generated from a suite and a config")
     config.stash[session_key] = None
+    # known noise from torch/bitsandbytes internals, not from the code under test
+    config.addinivalue_line(
+        "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
     configs_path = _path(config, "--shrink-configs", "shrink_configs")
     explicit = configs_path is not None
     configs_path = configs_path or config.rootpath / "suites" / "configs.toml"
@@ -191,7 +194,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def shrink_session(request: pytest.FixtureRequest) -> ShrinkSession:
     """The run's :class:`ShrinkSession` (model source, configs, suites, results)."""
-    return get_session(request.config)
+    session = get_session(request.config)
+    if session.options.model is None:
+        from shrinktests.model import default_model_converted
+
+        plugins = request.config.pluginmanager
+        reporter = plugins.get_plugin("terminalreporter")
+        capture = plugins.get_plugin("capturemanager")
+        if reporter and capture and not default_model_converted(session.options.cache_dir):
+            with capture.global_and_fixture_disabled():  # fixture output is captured otherwise
+                reporter.write_line("\nshrinktests: converting the embedded SmolLM2 GGUF to a "
+                                    "cached safetensors copy (once, about 20 s)")
+    return session
 
 
 @pytest.fixture(scope="session")
