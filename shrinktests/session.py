@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinktests import __version__
 from shrinktests.cache import DiskCache, cache_key
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.engine import (
@@ -293,7 +292,3 @@ class ShrinkSession:
             *id_lines,
             "",
         ])
-
-
-def shrinktests_version() -> str:
-    return __version__
