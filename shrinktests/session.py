@@ -150,7 +150,9 @@ class ShrinkSession:
                 ref_params = self.stats(self.reference.name).params
             try:
                 self._ensure_torch()
-                self._variants[name] = build_variant(self.source, config, ref_params)
+                calibration = self.calibration() if config.uses_calibration else []
+                self._variants[name] = build_variant(self.source, config, ref_params,
+                                                     calibration)
             except Exception as exc:  # one config crashing must not take down the others
                 self._failed[name] = exc
                 self._raise_failure(name)
@@ -172,9 +174,22 @@ class ShrinkSession:
         if name != self.reference.name and self._variants.pop(name, None) is not None:
             gc.collect()
 
+    def calibration(self) -> list[list[int]]:
+        """Token ids of every prompt of the selected suites, for activation-aware methods."""
+        return [ids for suite in self.options.suites for ids in self._prompt_ids(suite)]
+
+    def _config_fp(self, name: str) -> str:
+        """The config's fingerprint, plus the calibration prompts where its steps use them
+        (a changed suite then changes that config's results instead of reusing stale ones)."""
+        config = self.configs.get(name)
+        if not config.uses_calibration:
+            return config.fingerprint()
+        return cache_key("calibrated", {"config": config.fingerprint(),
+                                        "calibration": self.calibration()})
+
     def _stats_key(self, name: str) -> str:
         return cache_key("stats", {"model": self.source.fingerprint,
-                                   "config": self.configs.get(name).fingerprint()})
+                                   "config": self._config_fp(name)})
 
     def cached_stats(self, name: str) -> VariantStats | None:
         """Stats already known (loaded variant or disk cache) without building anything."""
@@ -198,7 +213,7 @@ class ShrinkSession:
     def _gen_key(self, name: str, suite: Suite) -> str:
         return cache_key("generation", {
             "model": self.source.fingerprint,
-            "config": self.configs.get(name).fingerprint(),
+            "config": self._config_fp(name),
             "prompts": [p.text for p in suite.prompts],
             "decoding": self.settings(suite).key(),
         })
@@ -236,7 +251,7 @@ class ShrinkSession:
             base = self.generations(self.reference.name, suite)
             key = cache_key("teacher-forced", {
                 "gen": self._gen_key(self.reference.name, suite),
-                "config": self.configs.get(name).fingerprint(),
+                "config": self._config_fp(name),
                 "model": self.source.fingerprint,
             })
             cached = self.cache.get("teacher-forced", key)

@@ -169,6 +169,10 @@ class CompressionConfig:
     def params(self) -> list[dict[str, Any]]:
         return [s.params() for s in self.steps]
 
+    @property
+    def uses_calibration(self) -> bool:
+        return any(s.uses_calibration() for s in self.steps)
+
     def fingerprint(self) -> str:
         """Hash of what changes the weights (steps), not of budgets or descriptions."""
         blob = json.dumps(self.params(), sort_keys=True, default=str)
@@ -257,9 +261,11 @@ def load_configs(path: Path) -> ConfigSet:
             except ConfigError as exc:
                 raise SpecError(path, entry, f"{prefix}{exc.field}", exc.problem) from None
         loaders = [s for s in steps if s.load_kwargs.__func__ is not Method.load_kwargs]  # type: ignore[attr-defined]
-        if len(loaders) > 1 or (loaders and steps[-1] is not loaders[0]):
+        if len(loaders) > 1 or (loaders and steps[0] is not loaders[0]):
+            # it runs inside from_pretrained, before anything else: writing it first keeps
+            # "steps run in the order written" true
             raise SpecError(path, entry, "steps", "a load-time quantizer (e.g. bnb-4bit) must be "
-                            "the last step and there can be only one")
+                            "the first step and there can be only one")
         expect = raw.get("expect", "passes")
         if expect not in ("passes", "breaks"):
             raise SpecError(path, entry, "expect", f"must be 'passes' or 'breaks', got {expect!r}")

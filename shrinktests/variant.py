@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.compression.base import TensorError
+from shrinktests.compression.context import StepContext, safetensors_lookup
+from shrinktests.compression.measure import model_bytes, tensor_errors
 from shrinktests.model import ModelSource, load_model
 from shrinktests.spec import CompressionConfig
 
@@ -45,47 +48,45 @@ class Variant:
     stats: VariantStats
 
 
-def _model_bytes(model: torch.nn.Module, overrides: dict[str, int]) -> int:
-    """Bytes of parameters and buffers, counting tied tensors once; ``overrides`` replace the
-    in-memory size of fake-quantized weights by their packed size."""
-    seen: set[int] = set()
-    total = 0
-    for name, t in [*model.named_parameters(), *model.named_buffers()]:
-        if t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        total += overrides.get(name, t.numel() * t.element_size())
-    return total
-
-
 def build_variant(
-    source: ModelSource, config: CompressionConfig, reference_params: int | None = None
+    source: ModelSource,
+    config: CompressionConfig,
+    reference_params: int | None = None,
+    calibration: Sequence[Sequence[int]] = (),
 ) -> Variant:
     """Load the source with the config's load-time options and apply its steps in order.
 
     ``reference_params`` (the uncompressed parameter count) turns bytes into bits per weight;
-    without it the variant's own count is used.
+    without it the variant's own count is used. ``calibration`` (token ids of the suite
+    prompts) is handed to activation-aware steps. Reconstruction error is measured once, at
+    the end, against the source's own weights, so composed steps report their total error.
     """
+    import torch
+
     for step in config.steps:
         step.check_environment()
     load_kwargs: dict[str, Any] = {}
     for step in config.steps:
         load_kwargs.update(step.load_kwargs())
     model, load_seconds = load_model(source, **load_kwargs)
-    raw: dict[str, Any] = {}
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    ctx = StepContext(
+        originals=safetensors_lookup(source.path, tied),
+        calibration=tuple(torch.tensor(list(ids), dtype=torch.long) for ids in calibration),
+    )
     start = time.perf_counter()
     for step in config.steps:
-        model = step.apply(model, raw)
+        model = step.apply(model, ctx)
     compress_seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    size = _model_bytes(model, raw.get("packed_bytes", {}))
+    size = model_bytes(model, ctx.packed_bytes)
     stats = VariantStats(
         params=n_params,
         bytes=size,
         bits_per_weight=8 * size / (reference_params or n_params),
         load_seconds=load_seconds,
         compress_seconds=compress_seconds,
-        tensor_errors=raw.pop("tensor_errors", {}),
-        details={k: v for k, v in raw.items() if k != "packed_bytes"},
+        tensor_errors=tensor_errors(model, ctx),
+        details=ctx.stats,
     )
     return Variant(config, model, stats)

@@ -8,7 +8,6 @@ packing and the snapping are checked against independent computations.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pytest
@@ -25,10 +24,11 @@ from shrinktests.compression.blockwise import (
     dequantize,
     pack_codes,
     quantize,
-    reconstruction_error,
     uniform_levels,
     unpack_codes,
 )
+from shrinktests.compression.context import StepContext, state_dict_lookup
+from shrinktests.compression.measure import reconstruction_error, tensor_errors
 from shrinktests.compression.scope import Scope
 
 fast = settings(max_examples=50, deadline=None)
@@ -317,42 +317,43 @@ def test_blockwise_touches_only_the_scoped_linear_weight() -> None:
     (not its bias, not layer 1, not attention, embeddings or the LM head)."""
     model = _tiny_lm()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats: dict[str, Any] = {}
+    ctx = StepContext(originals=state_dict_lookup(before))
     method = BlockwiseQuant(bits=2, block_size=32, scope=Scope(part="mlp", layers=(0,)))
-    out = method.apply(model, stats)
+    out = method.apply(model, ctx)
     assert out is model
     key = "model.layers.0.mlp.up_proj.weight"
     assert _changed(before, model) == {key}
-    assert set(stats["tensor_errors"]) == {key}
-    assert set(stats["packed_bytes"]) == {key}
+    errors = tensor_errors(model, ctx)
+    assert set(errors) == {key}
+    assert set(ctx.packed_bytes) == {key}
 
     original = before[key].numpy()
     expected = dequantize(quantize(original, 2, 32))
     np.testing.assert_array_equal(model.state_dict()[key].numpy(), expected)
-    assert stats["tensor_errors"][key] == reconstruction_error(original, expected)
+    assert errors[key] == reconstruction_error(original, expected)
     # 128 weights at 2 bits = 32 bytes of codes, plus 4 blocks × 2 bytes of scales
-    assert stats["packed_bytes"][key] == 32 + 8
-    assert stats["tensor_errors"][key].mse > 0
+    assert ctx.packed_bytes[key] == 32 + 8
+    assert errors[key].mse > 0
 
 
 def test_blockwise_default_scope_skips_lm_head_unless_asked() -> None:
     """The full scope takes every decoder linear; the LM head (often tied) only on request."""
     model = _tiny_lm()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats: dict[str, Any] = {}
-    BlockwiseQuant(bits=3).apply(model, stats)
+    ctx = StepContext(originals=state_dict_lookup(before))
+    BlockwiseQuant(bits=3).apply(model, ctx)
     decoder = {
         f"model.layers.{i}.{part}.weight"
         for i in (0, 1) for part in ("self_attn.q_proj", "mlp.up_proj")
     }
     assert _changed(before, model) == decoder
-    assert set(stats["tensor_errors"]) == decoder
+    assert set(tensor_errors(model, ctx)) == decoder
 
     model = _tiny_lm()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    stats = {}
-    BlockwiseQuant(scope=Scope(part="attention", include_lm_head=True)).apply(model, stats)
+    ctx = StepContext(originals=state_dict_lookup(before))
+    BlockwiseQuant(scope=Scope(part="attention", include_lm_head=True)).apply(model, ctx)
     expected = {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.self_attn.q_proj.weight",
                 "lm_head.weight"}
     assert _changed(before, model) == expected
-    assert set(stats["tensor_errors"]) == expected
+    assert set(tensor_errors(model, ctx)) == expected

@@ -7,6 +7,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from shrinktests.compression.base import ConfigError, build_method
+from shrinktests.compression.context import StepContext, state_dict_lookup
+from shrinktests.compression.measure import tensor_errors
 from shrinktests.compression.prune import DropLayers, MagnitudePrune, magnitude_mask
 from shrinktests.compression.scope import Scope
 
@@ -22,9 +24,9 @@ def tiny_llama(layers: int = 6) -> LlamaForCausalLM:
 def test_drop_layers_reports_the_reduction_and_still_generates() -> None:
     """Seed 001's figures (layers and params before/after, %) and a working KV cache."""
     model = tiny_llama(6)
-    stats: dict[str, object] = {}
-    model = DropLayers(layers=(1, 2, 3)).apply(model, stats)
-    p = stats["pruning"]
+    ctx = StepContext()
+    model = DropLayers(layers=(1, 2, 3)).apply(model, ctx)
+    p = ctx.stats["pruning"]
     assert isinstance(p, dict)
     assert (p["layers_before"], p["layers_after"]) == (6, 3)
     assert p["layer_reduction_pct"] == pytest.approx(50.0)
@@ -37,13 +39,14 @@ def test_drop_layers_reports_the_reduction_and_still_generates() -> None:
 
 def test_drop_layers_keep_every_and_bad_indices() -> None:
     model = tiny_llama(6)
-    stats: dict[str, object] = {}
-    DropLayers(keep_every=2).apply(model, stats)
+    ctx = StepContext()
+    DropLayers(keep_every=2).apply(model, ctx)
     assert len(model.model.layers) == 3
+    assert ctx.layer_map == [0, 2, 4]
     with pytest.raises(ConfigError, match="out of range"):
-        DropLayers(layers=(9,)).apply(tiny_llama(6), {})
+        DropLayers(layers=(9,)).apply(tiny_llama(6), StepContext())
     with pytest.raises(ConfigError, match="all 2 layers"):
-        DropLayers(layers=(0, 1)).apply(tiny_llama(2), {})
+        DropLayers(layers=(0, 1)).apply(tiny_llama(2), StepContext())
     with pytest.raises(ConfigError):
         DropLayers()
 
@@ -66,22 +69,22 @@ def test_two_four_pattern_zeroes_two_of_every_four() -> None:
 def test_magnitude_prune_respects_scope_and_records_errors() -> None:
     model = tiny_llama(2)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    stats: dict[str, object] = {}
-    MagnitudePrune(sparsity=0.5, scope=Scope(part="mlp", layers=(1,))).apply(model, stats)
+    ctx = StepContext(originals=state_dict_lookup(before))
+    MagnitudePrune(sparsity=0.5, scope=Scope(part="mlp", layers=(1,))).apply(model, ctx)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed == {f"model.layers.1.mlp.{m}.weight" for m in ("gate_proj", "up_proj",
                                                                     "down_proj")}
-    assert stats["sparsity"] == pytest.approx(0.5, abs=0.01)
-    assert set(stats["tensor_errors"]) == changed  # type: ignore[call-overload]
+    assert ctx.stats["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert set(tensor_errors(model, ctx)) == changed
 
 
 def test_global_granularity_prunes_unevenly_but_hits_the_total() -> None:
     model = tiny_llama(2)
     with torch.no_grad():
         model.model.layers[0].mlp.up_proj.weight.mul_(100)  # this tensor should survive
-    stats: dict[str, object] = {}
-    MagnitudePrune(sparsity=0.5, granularity="global").apply(model, stats)
-    assert stats["sparsity"] == pytest.approx(0.5, abs=0.01)
+    ctx = StepContext()
+    MagnitudePrune(sparsity=0.5, granularity="global").apply(model, ctx)
+    assert ctx.stats["sparsity"] == pytest.approx(0.5, abs=0.01)
     big = model.model.layers[0].mlp.up_proj.weight
     assert (big == 0).float().mean().item() < 0.05
 

@@ -34,6 +34,7 @@ from shrinktests.compression.base import ConfigError, known_methods
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.bnb import Bnb4bit, Bnb8bit
 from shrinktests.compression.dtype import DtypeCast
+from shrinktests.compression.lowrank import LowRankCorrection
 from shrinktests.compression.scope import Scope
 from shrinktests.constraints import (
     Contains,
@@ -137,7 +138,7 @@ def test_suite_defaults_and_lookup(tmp_path: Path) -> None:
 
 def test_configs_defaults_merge_and_multi_step(tmp_path: Path) -> None:
     """reference defaults to the first config; a config budget replaces the default one on the
-    same metric; steps keep their order; a load-time quantizer may be the last step."""
+    same metric; steps keep their order; a load-time quantizer may be the first step."""
     cs = load_configs(_write(tmp_path, """
         [settings]
         budgets = ["repetition <= 0.5", "kl_mean <= 1"]
@@ -149,8 +150,8 @@ def test_configs_defaults_merge_and_multi_step(tmp_path: Path) -> None:
         [[config]]
         name = "b"
         budgets = ["kl_mean <= 0.1", "top1 >= 0.5"]
-        steps = [{method = "blockwise", bits = 4, scope = {part = "mlp", layers = [0, 1]}},
-                 {method = "bnb-8bit", threshold = 5}]
+        steps = [{method = "bnb-8bit", threshold = 5},
+                 {method = "eora", rank = 8, scope = {part = "mlp", layers = "0,-1"}}]
     """))
     assert isinstance(cs, ConfigSet)
     assert cs.reference == "a"
@@ -160,8 +161,8 @@ def test_configs_defaults_merge_and_multi_step(tmp_path: Path) -> None:
     assert cs.get("a").budgets == (Budget("repetition", "<=", 0.5), Budget("kl_mean", "<=", 1.0))
     b = cs.get("b")
     assert b.steps == (
-        BlockwiseQuant(bits=4, scope=Scope(part="mlp", layers=(0, 1))),
         Bnb8bit(threshold=5.0),
+        LowRankCorrection(rank=8, scope=Scope(part="mlp", layers="0,-1")),
     )
     assert b.budgets == (
         Budget("repetition", "<=", 0.5), Budget("kl_mean", "<=", 0.1), Budget("top1", ">=", 0.5),
@@ -361,9 +362,9 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str]]] = {
                        ["config 'q2'", "field 'steps'", "a list of tables"]),
     "step-not-table": (_cfg('steps = ["dtype"]'),
                        ["config 'q2'", "field 'steps[0]'", "must be a table"]),
-    "loader-not-last": (
-        _cfg('steps = [{method = "bnb-4bit"}, {method = "dtype"}]'),
-        ["config 'q2'", "field 'steps'", "must be the last step"],
+    "loader-not-first": (
+        _cfg('steps = [{method = "dtype"}, {method = "bnb-4bit"}]'),
+        ["config 'q2'", "field 'steps'", "must be the first step"],
     ),
     "two-loaders": (
         _cfg('steps = [{method = "bnb-8bit"}, {method = "bnb-4bit"}]'),
@@ -783,7 +784,7 @@ VALID_CONFIGS = [
      "scope": {"part": "mlp", "layers": [0, 1]}},
     {"name": "nf4", "method": "bnb-4bit", "quant_type": "nf4", "expect": "breaks",
      "known_failures": ["test_drift[*]"], "description": "x"},
-    {"name": "two-step", "steps": [{"method": "blockwise", "bits": 4}, {"method": "bnb-8bit"}]},
+    {"name": "two-step", "steps": [{"method": "bnb-8bit"}, {"method": "eora", "rank": 4}]},
 ]
 VALID_SETTINGS = [
     {"reference": "baseline", "near_tie_epsilon": 0.02, "budgets": ["repetition <= 0.35"]},

@@ -13,13 +13,16 @@ import difflib
 import importlib.util
 import types
 import typing
-from abc import ABC
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
 
 if TYPE_CHECKING:
     import torch
+
+    from shrinktests.compression.context import StepContext
+    from shrinktests.compression.scope import Scope
 
 
 class ConfigError(ValueError):
@@ -54,7 +57,7 @@ class Method(ABC):
 
     def check_environment(self) -> None:
         """Raise :class:`MethodUnavailable` with the install line if a dependency is missing."""
-        missing = [m for m in self.requires if importlib.util.find_spec(m) is None]
+        missing = [m for m in self.requires if not _importable(m)]
         if missing:
             raise MethodUnavailable(
                 f"method {self.name!r} needs {', '.join(missing)}: {self.pip_hint}".rstrip(": ")
@@ -64,13 +67,65 @@ class Method(ABC):
         """Keyword arguments for ``from_pretrained`` (only load-time quantizers return any)."""
         return {}
 
-    def apply(self, model: torch.nn.Module, stats: dict[str, Any]) -> torch.nn.Module:
-        """Transform a loaded model; record what changed in ``stats``. Default: no-op."""
+    def apply(self, model: torch.nn.Module, ctx: StepContext) -> torch.nn.Module:
+        """Transform a loaded model; put method-specific figures in ``ctx.stats``. Default: no-op
+        (load-time quantizers do their work in ``from_pretrained``)."""
         return model
+
+    def uses_calibration(self) -> bool:
+        """Whether the result depends on the calibration prompts (then they join the cache key)."""
+        return False
 
     def params(self) -> dict[str, Any]:
         """Canonical, JSON-able parameters (for fingerprints and reports)."""
         return {"method": self.name, **_jsonable(dataclasses.asdict(self))}  # type: ignore[call-overload]
+
+
+class ScopedMethod(Method):
+    """A method that works layer by layer on the linear modules of a :class:`Scope`.
+
+    Subclasses declare a ``scope`` field and implement :meth:`apply_to`; a mixed-precision rule
+    hands :meth:`apply_to` only the modules no earlier rule took.
+    """
+
+    if TYPE_CHECKING:  # a dataclass field of each subclass; not evaluated at run time
+        scope: Scope
+    #: whether it rewrites float weights (it then cannot follow a quantizer on the same layer)
+    rewrites_weights: ClassVar[bool] = True
+
+    def apply(self, model: torch.nn.Module, ctx: StepContext) -> torch.nn.Module:
+        modules = list(self.scope.linear_modules(model))
+        if not modules:
+            raise ConfigError("scope", "matches no linear layer of this model")
+        self.check_float(modules)
+        return self.apply_to(model, modules, ctx)
+
+    def check_float(self, modules: list[tuple[str, torch.nn.Linear]]) -> None:
+        """Refuse weights an earlier step already quantized: rounding or pruning packed codes
+        would silently measure nonsense."""
+        import torch
+
+        if not self.rewrites_weights:
+            return
+        for name, module in modules:
+            w = module.weight
+            if type(w) not in (torch.nn.Parameter, torch.Tensor) or not w.is_floating_point():
+                raise ConfigError(
+                    "method", f"{self.name!r} rewrites float weights, but {name} is already "
+                    f"quantized ({type(w).__name__}); put it before the quantizer")
+
+    @abstractmethod
+    def apply_to(
+        self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
+    ) -> torch.nn.Module:
+        """Compress exactly ``modules`` (name, module) of ``model``."""
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
 
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -120,7 +175,8 @@ def coerce_dataclass(cls: type[Any], params: Mapping[str, Any]) -> Any:
         try:
             kwargs[key] = _coerce(value, hints[key])
         except ConfigError as exc:
-            raise ConfigError(f"{key}.{exc.field}" if exc.field else key, exc.problem) from None
+            sep = "" if exc.field.startswith("[") else "."
+            raise ConfigError(f"{key}{sep}{exc.field}" if exc.field else key, exc.problem) from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(key, str(exc)) from None
     for name, f in fields.items():
@@ -156,7 +212,13 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise TypeError(f"expected a list, got {type(value).__name__} {value!r}")
         item = args[0]
-        return tuple(_coerce(v, item) for v in value)
+        out = []
+        for i, v in enumerate(value):
+            try:
+                out.append(_coerce(v, item))
+            except ConfigError as exc:
+                raise ConfigError(f"[{i}].{exc.field}", exc.problem) from None
+        return tuple(out)
     if hint is bool:
         if not isinstance(value, bool):
             raise TypeError(f"expected true or false, got {value!r}")
@@ -173,6 +235,16 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError(f"expected a string, got {value!r}")
         return value
+    if isinstance(hint, type) and issubclass(hint, Method):
+        # a nested step (a mixed-precision rule, the quantizer inside another method)
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected a table with method = \"...\", got {value!r}")
+        method = build_method(value)
+        if not isinstance(method, hint):
+            usable = [n for n, c in sorted(_REGISTRY.items()) if issubclass(c, hint)]
+            raise ConfigError("method", f"{method.name!r} cannot be used here; "
+                              f"use one of {', '.join(usable)}")
+        return method
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, Mapping):
             raise TypeError(f"expected a table, got {value!r}")
@@ -195,4 +267,13 @@ def _jsonable(value: Any) -> Any:
 
 def _load_builtin_methods() -> None:
     # Importing the modules runs their @register decorators; cheap (no torch at import time).
-    from shrinktests.compression import blockwise, bnb, dtype, prune  # noqa: F401
+    from shrinktests.compression import (  # noqa: F401
+        ao,
+        blockwise,
+        bnb,
+        dtype,
+        lowrank,
+        mixed,
+        prune,
+        quanto,
+    )

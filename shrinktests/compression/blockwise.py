@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from shrinktests.compression.base import ConfigError, Method, TensorError, register
+from shrinktests.compression.base import ConfigError, ScopedMethod, register
 from shrinktests.compression.scope import Scope
 
 if TYPE_CHECKING:
     import torch
+
+    from shrinktests.compression.context import StepContext
 
 SEED003_2BIT_LEVELS: tuple[float, ...] = (-0.75, -0.25, 0.25, 0.75)
 
@@ -118,22 +120,9 @@ def dequantize(p: Packed) -> npt.NDArray[np.float32]:
     return (book[codes] * scale).reshape(p.shape)
 
 
-def reconstruction_error(original: npt.ArrayLike, approx: npt.ArrayLike) -> TensorError:
-    """MSE, max |error| and relative Frobenius error of an approximation."""
-    a = np.asarray(original, dtype=np.float64)
-    b = np.asarray(approx, dtype=np.float64)
-    d = a - b
-    norm = float(np.linalg.norm(a))
-    return TensorError(
-        mse=float((d**2).mean()) if d.size else 0.0,
-        max_abs=float(np.abs(d).max()) if d.size else 0.0,
-        rel_fro=float(np.linalg.norm(d) / norm) if norm > 0 else 0.0,
-    )
-
-
 @register
 @dataclass(frozen=True)
-class BlockwiseQuant(Method):
+class BlockwiseQuant(ScopedMethod):
     """Fake-quantize the scoped linear weights with the blockwise k-bit quantizer.
 
     Weights are stored back dequantized (the model still runs in float32) while the packed
@@ -157,18 +146,16 @@ class BlockwiseQuant(Method):
                 f"got {len(self.levels)}"
             )
 
-    def apply(self, model: torch.nn.Module, stats: dict[str, Any]) -> torch.nn.Module:
+    def apply_to(
+        self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
+    ) -> torch.nn.Module:
         import torch
 
-        errors: dict[str, TensorError] = stats.setdefault("tensor_errors", {})
-        packed_bytes: dict[str, int] = stats.setdefault("packed_bytes", {})
         with torch.no_grad():
-            for name, module in self.scope.linear_modules(model):
+            for name, module in modules:
                 w = module.weight
-                original = w.detach().float().cpu().numpy()
-                p = quantize(original, self.bits, self.block_size, self.levels)
-                approx = dequantize(p)
-                errors[f"{name}.weight"] = reconstruction_error(original, approx)
-                packed_bytes[f"{name}.weight"] = p.nbytes
-                w.copy_(torch.from_numpy(approx).to(w.dtype))
+                p = quantize(w.detach().float().cpu().numpy(), self.bits, self.block_size,
+                             self.levels)
+                ctx.packed_bytes[f"{name}.weight"] = p.nbytes
+                w.copy_(torch.from_numpy(dequantize(p)).to(w.dtype))
         return model

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from shrinktests.compression.base import ConfigError, Method, register
-from shrinktests.compression.blockwise import reconstruction_error
+from shrinktests.compression.base import ConfigError, Method, ScopedMethod, register
 from shrinktests.compression.scope import Scope
 
 if TYPE_CHECKING:
     import torch
+
+    from shrinktests.compression.context import StepContext
 
 
 def _decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -47,7 +48,7 @@ class DropLayers(Method):
         if self.keep_every < 0:
             raise ConfigError("keep_every", f"must be >= 1, got {self.keep_every}")
 
-    def apply(self, model: torch.nn.Module, stats: dict[str, Any]) -> torch.nn.Module:
+    def apply(self, model: torch.nn.Module, ctx: StepContext) -> torch.nn.Module:
         import torch
 
         layers = _decoder_layers(model)
@@ -75,7 +76,10 @@ class DropLayers(Method):
         if isinstance(layer_types, list) and len(layer_types) == n:
             config.layer_types = [t for i, t in enumerate(layer_types) if i not in drop]
         after = _param_count(model)
-        stats["pruning"] = {
+        # later steps and the reconstruction error still find each survivor's original weights
+        old = ctx.layer_map or list(range(n))
+        ctx.layer_map = [old[i] for i in range(n) if i not in drop]
+        ctx.stats["pruning"] = {
             "layers_before": n, "layers_after": len(kept),
             "params_before": before, "params_after": after,
             "param_reduction_pct": 100 * (before - after) / before,
@@ -110,7 +114,7 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: str) -> torch
 
 @register
 @dataclass(frozen=True)
-class MagnitudePrune(Method):
+class MagnitudePrune(ScopedMethod):
     """Zero the smallest weights of the scoped linear layers (unstructured or 2:4)."""
 
     name: ClassVar[str] = "magnitude-prune"
@@ -125,13 +129,11 @@ class MagnitudePrune(Method):
         if self.pattern == "2:4" and self.granularity == "global":
             raise ConfigError("granularity", "2:4 sparsity is per group of four, not global")
 
-    def apply(self, model: torch.nn.Module, stats: dict[str, Any]) -> torch.nn.Module:
+    def apply_to(
+        self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
+    ) -> torch.nn.Module:
         import torch
 
-        modules = list(self.scope.linear_modules(model))
-        if not modules:
-            raise ConfigError("scope", "matches no linear layer of this model")
-        errors = stats.setdefault("tensor_errors", {})
         global_threshold = None
         if self.granularity == "global":
             everything = torch.cat([m.weight.detach().abs().flatten() for _, m in modules])
@@ -139,17 +141,14 @@ class MagnitudePrune(Method):
             global_threshold = everything.kthvalue(k).values if k else None
         zeros = total = 0
         with torch.no_grad():
-            for name, module in modules:
+            for _, module in modules:
                 w = module.weight
                 if global_threshold is not None:
                     keep = w.detach().abs() > global_threshold
                 else:
                     keep = magnitude_mask(w, self.sparsity, self.pattern)
-                original = w.detach().float().clone()
                 w.mul_(keep.to(w.dtype))
-                errors[f"{name}.weight"] = reconstruction_error(
-                    original.numpy(), w.detach().float().numpy())
                 zeros += int((~keep).sum())
                 total += keep.numel()
-        stats["sparsity"] = zeros / total if total else 0.0
+        ctx.stats["sparsity"] = zeros / total if total else 0.0
         return model

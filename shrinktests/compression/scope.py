@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from shrinktests.compression.base import ConfigError
+
 if TYPE_CHECKING:
     import torch
 
@@ -22,24 +24,66 @@ MLP = ("gate_proj", "up_proj", "down_proj")
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
+def parse_layers(spec: tuple[int, ...] | str, n_layers: int | None) -> frozenset[int]:
+    """Layer indices from a list (negatives count from the end) or a string of comma-separated
+    indices and Python-style slices: ``"0,-1"`` (first and last), ``"1:-1"`` (all but those),
+    ``"10:20"``. Slices and negative indices need ``n_layers``."""
+    items: list[int | slice] = []
+    if isinstance(spec, str):
+        for part in (p.strip() for p in spec.split(",")):
+            try:
+                if ":" in part:
+                    lo, _, hi = part.partition(":")
+                    items.append(slice(int(lo) if lo.strip() else None,
+                                       int(hi) if hi.strip() else None))
+                else:
+                    items.append(int(part))
+            except ValueError:
+                raise ValueError(f"layers {spec!r}: {part!r} is not an index or a:b") from None
+    else:
+        items = list(spec)
+    needs_count = any(isinstance(i, slice) or i < 0 for i in items)
+    if n_layers is None:
+        if needs_count:
+            raise ValueError(f"layers {spec!r}: slices and negative indices need the layer count")
+        return frozenset(i for i in items if isinstance(i, int))
+    out: set[int] = set()
+    for i in items:
+        if isinstance(i, slice):
+            out.update(range(n_layers)[i])
+        elif -n_layers <= i < n_layers:
+            out.add(i % n_layers)
+    return frozenset(out)
+
+
 @dataclass(frozen=True)
 class Scope:
     """Selects linear modules by decoder layer index, sub-block and an optional name glob."""
 
     part: Literal["full", "attention", "mlp"] = "full"
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int, ...] | str | None = None
     include: str | None = None
     include_lm_head: bool = False
 
-    def matches(self, name: str) -> bool:
-        """Whether the linear module called ``name`` (e.g. ``model.layers.3.mlp.up_proj``) is in."""
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            try:  # syntax check when the config is read, not at compression time
+                parse_layers(self.layers, 1_000_000)
+            except ValueError as exc:
+                raise ConfigError("layers", str(exc)) from None
+
+    def matches(self, name: str, n_layers: int | None = None) -> bool:
+        """Whether the linear module called ``name`` (e.g. ``model.layers.3.mlp.up_proj``) is in.
+
+        ``n_layers`` resolves negative indices and slices in ``layers``.
+        """
         leaf = name.rsplit(".", 1)[-1]
         if name.endswith("lm_head"):
             return self.include_lm_head
         m = _LAYER.search(name)
         if m is None:
             return False
-        if self.layers is not None and int(m.group(1)) not in self.layers:
+        if self.layers is not None and int(m.group(1)) not in parse_layers(self.layers, n_layers):
             return False
         if self.part == "attention" and leaf not in ATTENTION:
             return False
@@ -51,6 +95,7 @@ class Scope:
         """The selected ``nn.Linear`` modules of ``model``, in module order."""
         import torch
 
+        n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and self.matches(name):
+            if isinstance(module, torch.nn.Linear) and self.matches(name, n_layers):
                 yield name, module

@@ -1,0 +1,92 @@
+"""What a compression step sees besides the model: original weights, calibration inputs, and
+a place to put the figures it wants reported.
+
+Steps that need the uncompressed weights (low-rank error correction) or calibration
+activations get them here instead of each re-loading the model; reconstruction error is
+measured once, by :func:`shrinktests.compression.measure.tensor_errors`, against the same
+originals, so it is comparable across methods and correct after composition.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+_LAYER = re.compile(r"(^|\.)layers\.(\d+)\.")
+
+#: name → the original float tensor, or None where it is not known
+WeightLookup = Callable[[str], "torch.Tensor | None"]
+
+
+@dataclass
+class StepContext:
+    """Shared state of one config's steps, applied in order to one model."""
+
+    #: method-specific figures (sparsity, layers before/after, per-rule counts) for the report
+    stats: dict[str, Any] = field(default_factory=dict)
+    #: parameter name → bytes in its packed form, for weights stored back dequantized
+    packed_bytes: dict[str, int] = field(default_factory=dict)
+    #: decoder layer i of the current model was layer ``layer_map[i]`` of the original
+    layer_map: list[int] | None = None
+    #: token ids of the calibration prompts, for activation-aware methods (may be empty)
+    calibration: tuple[torch.Tensor, ...] = ()
+    originals: WeightLookup = field(default=lambda name: None)
+
+    def original_name(self, name: str) -> str:
+        """The name ``name`` had in the original model (layers renumbered after dropping)."""
+        if self.layer_map is None:
+            return name
+        layer_map = self.layer_map
+
+        def back(m: re.Match[str]) -> str:
+            return f"{m.group(1)}layers.{layer_map[int(m.group(2))]}."
+        return _LAYER.sub(back, name, count=1)
+
+    def original_weight(self, name: str) -> torch.Tensor | None:
+        """The uncompressed float32 tensor of parameter ``name`` (current naming), if known."""
+        return self.originals(self.original_name(name))
+
+
+def state_dict_lookup(state: Mapping[str, torch.Tensor]) -> WeightLookup:
+    """Originals from an in-memory state dict (tests; a copy taken before compressing)."""
+    def get(name: str) -> torch.Tensor | None:
+        t = state.get(name)
+        return None if t is None else t.detach().float()
+    return get
+
+
+def safetensors_lookup(folder: Path, tied_embeddings: bool) -> WeightLookup:
+    """Originals read lazily from a model folder's safetensors files (memory-mapped).
+
+    A folder without safetensors (e.g. only ``pytorch_model.bin``) gives no originals: the
+    reconstruction error is then reported as unavailable rather than guessed.
+    """
+    from safetensors import safe_open
+
+    where: dict[str, Path] = {}
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        where = {k: folder / v for k, v in weight_map.items()}
+    else:
+        for f in sorted(folder.glob("*.safetensors")):
+            with safe_open(str(f), framework="pt") as fh:
+                where.update(dict.fromkeys(fh.keys(), f))
+
+    def get(name: str) -> torch.Tensor | None:
+        if name not in where and name == "lm_head.weight" and tied_embeddings:
+            name = "model.embed_tokens.weight"
+        path = where.get(name)
+        if path is None:
+            return None
+        with safe_open(str(path), framework="pt") as fh:
+            t: torch.Tensor = fh.get_tensor(name).float()
+        return t
+    return get

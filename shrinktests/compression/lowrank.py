@@ -1,0 +1,217 @@
+"""Low-rank error correction after quantization (EoRA-like, seed 004).
+
+For each scoped linear layer with original weight W and quantized weight Q, the error
+ΔW = W − Q is approximated by a rank-r product B·A from a truncated SVD, and the layer then
+computes ``Q x + B (A x)``. Plain SVD minimises ‖ΔW − BA‖ over all inputs; with
+``activation_aware`` the error is first projected onto the eigenspace of the calibration
+activations' covariance (EoRA's idea), so the rank is spent on the directions the layer's
+inputs actually use. Seed 004 used rank 2048 at the boundary layers and 128 elsewhere; ranks
+here are capped by the matrix size and set per scope with ``overrides``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from shrinktests.compression.base import (
+    ConfigError,
+    MethodUnavailable,
+    ScopedMethod,
+    register,
+)
+from shrinktests.compression.measure import effective_weight, keep_bnb_layout
+from shrinktests.compression.scope import Scope
+
+if TYPE_CHECKING:
+    import torch
+
+    from shrinktests.compression.context import StepContext
+
+
+def input_basis(covariance: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvectors and square-root eigenvalues of a damped input covariance.
+
+    ``damping`` adds that share of the mean input energy to every direction (as GPTQ does):
+    a few calibration prompts leave most directions unseen, and without damping the
+    correction is free to blow up along them, which generation then hits.
+    """
+    import torch
+
+    c = covariance.float()  # damping bounds the conditioning; float32 halves the time
+    c = c + damping * float(torch.diagonal(c).mean().clamp_min(1e-12)) * torch.eye(
+        c.shape[0], dtype=c.dtype)
+    evals, evecs = torch.linalg.eigh(c)
+    return evecs, evals.clamp_min(1e-12).sqrt()
+
+
+def low_rank_factors(
+    delta: torch.Tensor, rank: int, basis: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, A) with B·A the best rank-``rank`` approximation of ``delta`` (out × in).
+
+    With ``basis`` (from :func:`input_basis`: E and Λ^½ of the inputs' covariance C) the
+    approximation minimises the error on those inputs, ‖(ΔW − BA) C^½‖, instead of the plain
+    Frobenius norm: the SVD runs on ΔW·E·Λ^½ and A maps back through Λ^-½·Eᵀ.
+    """
+    import torch
+
+    rank = max(0, min(rank, *delta.shape))
+    d = delta.float()
+    if basis is None:
+        u, s, vh = torch.linalg.svd(d, full_matrices=False)
+        return (u[:, :rank] * s[:rank]).float(), vh[:rank].float()
+    evecs, root = basis
+    u, s, vh = torch.linalg.svd(d @ evecs * root, full_matrices=False)
+    b = u[:, :rank] * s[:rank]
+    a = (vh[:rank] / root) @ evecs.T
+    return b.float(), a.float()
+
+
+def wrap(base: torch.nn.Module, b: torch.Tensor, a: torch.Tensor) -> torch.nn.Module:
+    """``base`` plus a rank-r side path ``x ↦ B (A x)``; exposes ``effective_weight()``."""
+    import torch
+
+    class LowRankLinear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.base = base
+            self.down = torch.nn.Linear(a.shape[1], a.shape[0], bias=False)
+            self.up = torch.nn.Linear(b.shape[1], b.shape[0], bias=False)
+            with torch.no_grad():
+                self.down.weight.copy_(a)
+                self.up.weight.copy_(b)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self.base(x)
+            side: torch.Tensor = self.up(self.down(x.to(self.down.weight.dtype)))
+            return out + side.to(out.dtype)
+
+        def effective_weight(self) -> torch.Tensor:
+            dense: torch.Tensor = effective_weight(self.base)
+            return dense + self.up.weight.float() @ self.down.weight.float()
+
+    return LowRankLinear()
+
+
+@dataclass(frozen=True)
+class RankOverride:
+    """A different rank for the layers of ``scope`` (first matching override wins)."""
+
+    rank: int
+    scope: Scope = field(default_factory=Scope)
+
+
+@register
+@dataclass(frozen=True)
+class LowRankCorrection(ScopedMethod):
+    """Add a rank-``rank`` SVD correction of the quantization error to each scoped layer.
+
+    Follows a quantizer (any backend): the error is measured against the source's original
+    weights, so it corrects whatever the earlier steps did, pruning included.
+    """
+
+    name: ClassVar[str] = "eora"
+    rewrites_weights: ClassVar[bool] = False
+    rank: int = 16
+    activation_aware: bool = True
+    damping: float = 0.01
+    overrides: tuple[RankOverride, ...] = ()
+    scope: Scope = field(default_factory=Scope)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.damping <= 10:
+            raise ConfigError("damping", f"must be in (0, 10], got {self.damping}")
+        for i, r in enumerate((self.rank, *(o.rank for o in self.overrides))):
+            if r < 1:
+                where = "rank" if i == 0 else f"overrides[{i - 1}].rank"
+                raise ConfigError(where, f"must be >= 1, got {r}")
+
+    def uses_calibration(self) -> bool:
+        return self.activation_aware
+
+    def rank_for(self, name: str, n_layers: int | None) -> int:
+        for o in self.overrides:
+            if o.scope.matches(name, n_layers):
+                return o.rank
+        return self.rank
+
+    def apply_to(
+        self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
+    ) -> torch.nn.Module:
+        import torch
+
+        covariances = (input_covariances(model, modules, ctx.calibration)
+                       if self.activation_aware and ctx.calibration else {})
+        # layers fed the same input (q/k/v, gate/up) share one covariance object: one eigh
+        bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        ranks: dict[str, int] = {}
+        added = 0
+        with torch.no_grad():
+            for name, module in modules:
+                key = f"{name}.weight"
+                original = ctx.original_weight(key)
+                if original is None:
+                    raise MethodUnavailable(
+                        "eora needs the original weights, but the model folder has no "
+                        "safetensors files to read them from")
+                delta = original - effective_weight(module)
+                rank = min(self.rank_for(name, n_layers), *delta.shape)
+                basis = None
+                if name in covariances:
+                    cov = covariances[name]
+                    if id(cov) not in bases:
+                        bases[id(cov)] = input_basis(cov, self.damping)
+                    basis = bases[id(cov)]
+                b, a = low_rank_factors(delta, rank, basis)
+                parent_name, _, leaf = name.rpartition(".")
+                setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
+                if key in ctx.packed_bytes:  # the quantized weight now lives one level down
+                    ctx.packed_bytes[f"{name}.base.weight"] = ctx.packed_bytes.pop(key)
+                ranks[name] = rank
+                added += b.numel() + a.numel()
+        ctx.stats["eora"] = {
+            "layers": len(ranks),
+            "activation_aware": bool(covariances),
+            "ranks": sorted(set(ranks.values())),
+            "added_params": added,
+        }
+        return model
+
+
+def input_covariances(
+    model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
+    calibration: tuple[torch.Tensor, ...],
+) -> dict[str, torch.Tensor]:
+    """E[x xᵀ] of each module's inputs over the calibration prompts (one forward each)."""
+    import torch
+
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook_for(name: str) -> Any:
+        def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            sums[name] = sums.get(name, 0) + x.T @ x
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return hook
+
+    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules]
+    try:
+        with torch.no_grad(), keep_bnb_layout(model):
+            for ids in calibration:
+                model(input_ids=ids.reshape(1, -1))
+    finally:
+        for h in handles:
+            h.remove()
+    covariances: dict[str, torch.Tensor] = {}
+    for name in sums:
+        cov = sums[name] / counts[name]
+        # siblings in one block that saw exactly the same inputs share the object (one eigh)
+        block = name.rpartition(".")[0].rpartition(".")[0]
+        same = next((c for n, c in covariances.items()
+                     if n.rpartition(".")[0].rpartition(".")[0] == block
+                     and c.shape == cov.shape and torch.equal(c, cov)), None)
+        covariances[name] = cov if same is None else same
+    return covariances
