@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 session_key = pytest.StashKey["ShrinkSession | None"]()
 error_key = pytest.StashKey[str]()
 
-#: test kinds whose failures a config marked expect = "breaks" must show (strict xfail)
-STRICT_BREAK_TESTS = ("test_drift", "test_degeneration")
+#: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
+#: drift: a broken model may emit loops on one prompt and fluent-looking gibberish on the
+#: next, so its degeneration and constraint tests are non-strict xfails.
+STRICT_BREAK_TESTS = ("test_drift",)
 
 
 def name_matches(name: str, pattern: str) -> bool:

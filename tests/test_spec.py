@@ -75,7 +75,8 @@ def test_real_configs_file_loads() -> None:
     cs = load_configs(SUITES / "configs.toml")
     assert cs.reference == "baseline"
     assert cs.near_tie_epsilon == 0.02
-    assert cs.names() == ["baseline", "bf16", "nf4", "broken-2bit"]
+    assert cs.names()[:3] == ["baseline", "bf16", "fp16"]
+    assert {"nf4", "broken-2bit", "drop-third"} <= set(cs.names())
     assert cs.get("baseline").steps == (DtypeCast(dtype="float32"),)
     assert cs.get("bf16").steps == (DtypeCast(dtype="bfloat16"),)
     assert cs.get("nf4").steps == (Bnb4bit(quant_type="nf4"),)
@@ -88,6 +89,19 @@ def test_real_configs_file_loads() -> None:
     ]
     assert len(cs.get("nf4").known_failures) == 3
     assert all(p.startswith("test_") for p in cs.get("nf4").known_failures)
+
+
+def test_real_configs_file_uses_every_method() -> None:
+    """The shipped configs are the demo of the library: each registered method appears at
+    least once (as a step or a mixed-precision rule), and so runs in every CI."""
+    cs = load_configs(SUITES / "configs.toml")
+    used: set[str] = set()
+    for config in cs.configs:
+        for step in config.steps:
+            used.add(step.name)
+            used.update(r.name for r in getattr(step, "rules", ()))
+    assert used == set(known_methods())
+    assert {c.name for c in cs.configs if c.expect == "breaks"} == {"broken-2bit", "drop-third"}
 
 
 def test_real_calibration_suite_loads() -> None:
