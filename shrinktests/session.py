@@ -97,6 +97,8 @@ class ShrinkSession:
         self._tf: dict[tuple[str, str], list[TeacherForced]] = {}
         self._torch_ready = False
         self.runs: dict[str, ConfigRun] = defaultdict(ConfigRun)
+        #: generation tok/s of each benchmarked config (for the ratio to the reference)
+        self.bench_tps: dict[str, float] = {}
         self.generate_calls = 0
 
     # ------------------------------------------------------------------ inputs
@@ -159,6 +161,43 @@ class ShrinkSession:
             self.cache.put("stats", self._stats_key(name), self._variants[name].stats)
             self.runs[name].stats = self._variants[name].stats
         return self._variants[name]
+
+    # ------------------------------------------------------------------ throughput
+
+    def bench_workload(self) -> tuple[list[list[int]], DecodingSettings]:
+        """The fixed workload of ``[settings.benchmark]``: the first N prompts of the first
+        suite, each forced to exactly ``new_tokens`` tokens."""
+        bench = self.configs.benchmark
+        suite = self.options.suites[0]
+        prompts = self._prompt_ids(suite)[: bench.prompts]
+        settings = DecodingSettings(max_new_tokens=bench.new_tokens,
+                                    min_new_tokens=bench.new_tokens,
+                                    chat_template=suite.chat_template)
+        return prompts, settings
+
+    def run_workload(self, name: str) -> Timings:
+        """One round of the benchmark workload on config ``name`` (never cached)."""
+        prompts, settings = self.bench_workload()
+        _, timings = generate(self.variant(name).model, self.tokenizer, prompts, settings)
+        return timings
+
+    def record_throughput(self, name: str, timings: Timings, peak_rss_mb: float,
+                          rss_scope: str) -> dict[str, Any]:
+        """The ``extra_info`` of a config's benchmark; remembers its speed for "vs reference"."""
+        stats = self.variant(name).stats
+        self.bench_tps[name] = timings.generate_tps
+        ref_tps = self.bench_tps.get(self.reference.name)
+        return {
+            "config": name,
+            "prompt_eval_tps": round(timings.prompt_tps, 2),
+            "generate_tps": round(timings.generate_tps, 2),
+            "vs_reference": round(timings.generate_tps / ref_tps, 3) if ref_tps else None,
+            "load_compress_seconds": round(stats.load_seconds + stats.compress_seconds, 2),
+            "peak_rss_mb": round(peak_rss_mb, 1),
+            "peak_rss_scope": rss_scope,
+            "model_mb": round(stats.mb, 1),
+            "bits_per_weight": round(stats.bits_per_weight, 2),
+        }
 
     def _raise_failure(self, name: str) -> None:
         exc = self._failed[name]

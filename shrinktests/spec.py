@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
-from shrinktests.compression.base import ConfigError, Method, build_method, nearest_name
+from shrinktests.compression.base import (
+    ConfigError,
+    Method,
+    build_method,
+    coerce_dataclass,
+    nearest_name,
+)
 from shrinktests.constraints import Checker, build_checker
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -180,11 +186,34 @@ class CompressionConfig:
 
 
 @dataclass(frozen=True)
+class BenchSettings:
+    """The fixed token workload of the throughput benchmarks (``[settings.benchmark]``).
+
+    The first ``prompts`` prompts of the first suite, each forced to exactly ``new_tokens``
+    new tokens (min = max), so every round of every config does the same work and a slower
+    mean is a slower model, not a shorter answer.
+    """
+
+    prompts: int = 4
+    new_tokens: int = 32
+    rounds: int = 3
+    warmup_rounds: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("prompts", "new_tokens", "rounds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.warmup_rounds < 0:
+            raise ConfigError("warmup_rounds", f"must be >= 0, got {self.warmup_rounds}")
+
+
+@dataclass(frozen=True)
 class ConfigSet:
     path: Path
     reference: str
     near_tie_epsilon: float
     configs: tuple[CompressionConfig, ...]
+    benchmark: BenchSettings = BenchSettings()
 
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
@@ -197,7 +226,7 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
-_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets"}
+_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark"}
 
 
 def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
@@ -285,4 +314,11 @@ def load_configs(path: Path) -> ConfigSet:
         raise SpecError(path, "[settings]", "reference",
                         f"{reference!r} is not a config; known: "
                         f"{', '.join(c.name for c in configs)}")
-    return ConfigSet(path, reference, float(eps), tuple(configs))
+    bench_raw = settings.get("benchmark", {})
+    if not isinstance(bench_raw, dict):
+        raise SpecError(path, "[settings]", "benchmark", "must be a table")
+    try:
+        bench = coerce_dataclass(BenchSettings, bench_raw)
+    except ConfigError as exc:
+        raise SpecError(path, "[settings]", f"benchmark.{exc.field}", exc.problem) from None
+    return ConfigSet(path, reference, float(eps), tuple(configs), bench)

@@ -119,3 +119,30 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
                               shrink_config, s.generation(shrink_config, case).text),
         pytrace=False,
     )
+
+
+def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark: Any) -> None:
+    """Time the fixed token workload of ``[settings.benchmark]`` on this config.
+
+    Opt-in (``--shrink-bench`` or a ``--benchmark-*`` save/compare option). The model is built
+    before the timed rounds; a warm-up round pays first-call costs (kernel repacking, lazy
+    init) so they do not count. ``extra_info`` carries the figures seed 002 tabulates, and
+    ``--benchmark-compare-fail=mean:10%`` turns a slower release into a failed test.
+    """
+    from shrinktests.engine import ZERO_TIMINGS
+    from shrinktests.resources import peak_rss_mb, reset_peak_rss
+
+    if getattr(benchmark, "disabled", False):
+        pytest.skip("pytest-benchmark is disabled here (it turns itself off under pytest-xdist "
+                    "and with --benchmark-disable): run the benchmarks without -n")
+    s = shrink_session
+    bench = s.configs.benchmark
+    s.variant(shrink_config)  # load and compress outside the timed rounds
+    rounds: list[Any] = []
+    windowed = reset_peak_rss()
+    benchmark.group = f"throughput: {bench.prompts} prompts x {bench.new_tokens} new tokens"
+    benchmark.pedantic(lambda: rounds.append(s.run_workload(shrink_config)),
+                       rounds=bench.rounds, warmup_rounds=bench.warmup_rounds, iterations=1)
+    measured = sum(rounds[bench.warmup_rounds:], ZERO_TIMINGS)
+    benchmark.extra_info.update(s.record_throughput(
+        shrink_config, measured, peak_rss_mb(), "workload" if windowed else "process"))

@@ -44,7 +44,7 @@ budgets = ["kl_mean <= 0.05"]
 
 TEST_FILE = """
 from shrinktests.suite_tests import (  # noqa: F401
-    test_baseline_snapshot, test_constraint, test_degeneration, test_drift,
+    test_baseline_snapshot, test_constraint, test_degeneration, test_drift, test_throughput,
 )
 """
 

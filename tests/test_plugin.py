@@ -169,3 +169,35 @@ def test_shrink_model_takes_a_local_folder(shrink_project: ProjectMaker,
                                     str(folder))
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*model smollm2-135m-instruct-*@*generate calls this run: 2;*"])
+
+
+def test_throughput_benchmarks_are_opt_in_and_carry_the_figures(
+    shrink_project: ProjectMaker, tmp_path: Path
+) -> None:
+    """Skipped (with the way to enable them) in a plain run; with --benchmark-only each config
+    times the fixed workload and its JSON record carries speed, memory and size."""
+    import json
+
+    configs = TWO_CONFIGS.replace(
+        'budgets = ["repetition <= 0.9"]',
+        'budgets = ["repetition <= 0.9"]\n'
+        "benchmark = { prompts = 2, new_tokens = 4, rounds = 2, warmup_rounds = 1 }")
+    p = shrink_project(configs)
+    plain = p.runpytest_subprocess("suites", "-k", "throughput", "-rs")
+    plain.assert_outcomes(skipped=2)
+    plain.stdout.fnmatch_lines(["*throughput benchmarks are opt-in: --shrink-bench*"])
+
+    out = tmp_path / "bench.json"
+    run = p.runpytest_subprocess("suites", "--benchmark-only", f"--benchmark-json={out}")
+    outcomes = run.parseoutcomes()
+    assert outcomes["passed"] == 2, run.stdout.str()[-3000:]
+    records = {b["extra_info"]["config"]: b for b in json.loads(out.read_text())["benchmarks"]}
+    assert set(records) == {"baseline", "bf16"}
+    for name, b in records.items():
+        info = b["extra_info"]
+        assert b["stats"]["rounds"] == 2
+        assert info["generate_tps"] > 0 and info["prompt_eval_tps"] > 0
+        assert info["peak_rss_mb"] > 100 and info["model_mb"] > 100
+        assert info["bits_per_weight"] == (32.0 if name == "baseline" else 16.0)
+    assert records["baseline"]["extra_info"]["vs_reference"] == 1.0
+    assert records["bf16"]["extra_info"]["vs_reference"] > 0
