@@ -9,6 +9,7 @@ Importing this module is cheap: torch and transformers load only when a model is
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 from collections.abc import Generator
@@ -23,6 +24,8 @@ if TYPE_CHECKING:
     from shrinktests.session import ShrinkSession
 
 session_key = pytest.StashKey["ShrinkSession | None"]()
+#: summary data sent by xdist workers, gathered on the controller
+worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
 error_key = pytest.StashKey[str]()
 
 #: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
@@ -186,12 +189,20 @@ def benchmarks_requested(config: pytest.Config) -> bool:
     return any(config.getoption(o, default=None) for o in _BENCH_OPTIONS)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks we add
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = config.stash.get(session_key, None)
     if session is None:
         return
     bench_on = benchmarks_requested(config)
+    # under pytest-xdist --dist loadgroup, all tests of a config go to one worker; snapshot
+    # tests (no config) ride with the reference
+    group = config.pluginmanager.hasplugin("xdist")
     for item in items:
+        if group and "shrink_session" in getattr(item, "fixturenames", ()):
+            callspec = getattr(item, "callspec", None)
+            owner = callspec.params.get("shrink_config") if callspec else None
+            item.add_marker(pytest.mark.xdist_group(owner or session.configs.reference))
         if getattr(item, "originalname", None) == "test_throughput" and not bench_on:
             item.add_marker(pytest.mark.skip(
                 reason="throughput benchmarks are opt-in: --shrink-bench, or --benchmark-only "
@@ -275,12 +286,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With ``-n N`` and no ``--dist``, distribute whole configs (``loadgroup``): a worker then
+    loads each model it owns once, instead of every worker loading every config."""
+    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
+        config.option.dist = "loadgroup"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On an xdist worker: hand this worker's summary data to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    shrink = session.config.stash.get(session_key, None)
+    if workeroutput is None or shrink is None or not shrink.runs:
+        return
+    from shrinktests.report import summary_data
+
+    workeroutput["shrinktests"] = json.dumps(summary_data(shrink))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the xdist controller: collect each worker's summary data as it finishes."""
+    data = getattr(node, "workeroutput", {}).get("shrinktests")
+    if data:
+        node.config.stash.setdefault(worker_data_key, []).append(json.loads(data))
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
-    if session is None or not session.runs:
+    if session is None:
         return
-    from shrinktests.report import summary_lines
+    from shrinktests.report import merge_data, render, summary_data
 
+    parts = config.stash.get(worker_data_key, [])
+    if parts:
+        data = merge_data(parts, session.configs.names())
+    elif session.runs:
+        data = summary_data(session)
+    else:
+        return
     terminalreporter.section("shrinktests summary")
-    for line in summary_lines(session):
+    for line in render(data):
         terminalreporter.write_line(line)

@@ -96,8 +96,74 @@ def format_table(rows: list[list[str]], header: tuple[str, ...] = COLUMNS) -> li
     return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
 
 
-def summary_lines(session: ShrinkSession) -> list[str]:
+def summary_data(session: ShrinkSession) -> dict[str, Any]:
+    """Everything the summary shows, as plain JSON-able data.
+
+    Under pytest-xdist each worker sends this to the controller, which merges the workers'
+    data (:func:`merge_data`) and renders one table (:func:`render`).
+    """
     rows = config_rows(session)
+    bench = session.configs.benchmark
+    names = [r[0] for r in rows]
+    tested = [n for n in names
+              if sum(session.runs[n].outcomes.values()) or session.runs[n].error]
+    details = {}
+    for name in names:
+        stats = session.runs[name].stats or session.cached_stats(name)
+        if stats is not None and (text := describe_details(stats.details)):
+            details[name] = text
+    near_ties = [
+        f"near-tie: {config} on {case_id} diverges at token {d.divergence} where the "
+        f"baseline's top-2 margin is {d.base_margin:.3f}: machine-dependent, not counted as drift"
+        for config, run in session.runs.items() for case_id, d in run.drift.items()
+        if d.near_tie]
+    return {
+        "rows": rows, "tested": tested, "details": details, "near_ties": near_ties,
+        "cached_timings": any(r.cached_timings for r in session.runs.values()),
+        "model": session.source.describe() if rows else "",
+        "generate_calls": session.generate_calls,
+        "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
+        "bench": session.bench_info,
+        "workload": f"{bench.prompts} prompts x {bench.new_tokens} new tokens",
+    }
+
+
+def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
+    """One summary from several workers' data: a config's row comes from the worker that ran
+    its tests (others only computed it as a reference); counters add up."""
+    rows: dict[str, list[str]] = {}
+    for part in parts:
+        for row in part["rows"]:
+            if row[0] not in rows or row[0] in part["tested"]:
+                rows[row[0]] = row
+    return {
+        "rows": [rows[n] for n in order if n in rows],
+        "tested": sorted({n for p in parts for n in p["tested"]}),
+        "details": {k: v for p in parts for k, v in p["details"].items()},
+        "near_ties": sorted({line for p in parts for line in p["near_ties"]}),
+        "cached_timings": any(p["cached_timings"] for p in parts),
+        "model": next((p["model"] for p in parts if p["model"]), ""),
+        "generate_calls": sum(p["generate_calls"] for p in parts),
+        "hits": sum(p["hits"] for p in parts), "misses": sum(p["misses"] for p in parts),
+        "workers": sum(p["workers"] for p in parts),
+        "bench": {k: v for p in parts for k, v in p["bench"].items()},
+        "workload": parts[0]["workload"] if parts else "",
+    }
+
+
+BENCH_COLUMNS = ("config", "prompt tok/s", "gen tok/s", "vs ref", "load+comp s", "peak RSS MB",
+                 "MB", "bits/w")
+
+
+def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
+    return [[name, f"{b['prompt_eval_tps']:.1f}", f"{b['generate_tps']:.1f}",
+             f"{b['vs_reference']:.2f}x" if b["vs_reference"] else "-",
+             f"{b['load_compress_seconds']:.1f}", f"{b['peak_rss_mb']:.0f}",
+             f"{b['model_mb']:.0f}", f"{b['bits_per_weight']:.2f}"] for name, b in bench.items()]
+
+
+def render(data: dict[str, Any]) -> list[str]:
+    rows = data["rows"]
     if not rows:
         return []
     lines = format_table(rows)
@@ -108,21 +174,21 @@ def summary_lines(session: ShrinkSession) -> list[str]:
         "1st div: median first divergent token (+N= prompts identical, ~N near-ties); "
         "KL/top-1 teacher-forced on the baseline continuation;")
     lines.append("degen: degenerate outputs (loops, empty, too short); constr: constraints met.")
-    for name, run in session.runs.items():
-        stats = run.stats or session.cached_stats(name)
-        if stats is not None and (text := describe_details(stats.details)):
-            lines.append(f"{name}: {text}")
-    if any(r.cached_timings for r in session.runs.values()):
+    lines += [f"{name}: {text}" for name, text in data["details"].items()]
+    if data["cached_timings"]:
         lines.append("* speed measured when the cached result was generated (earlier run); "
                      "use --shrink-cache none to measure now.")
-    for config, run in session.runs.items():
-        for case_id, d in run.drift.items():
-            if d.near_tie:
-                lines.append(
-                    f"near-tie: {config} on {case_id} diverges at token {d.divergence} where the "
-                    f"baseline's top-2 margin is {d.base_margin:.3f}: machine-dependent, not "
-                    "counted as drift")
-    lines.append(f"model {session.source.describe()}; generate calls this run: "
-                 f"{session.generate_calls}; cache hits {session.cache.hits}, "
-                 f"misses {session.cache.misses}")
+    lines += data["near_ties"]
+    if data["bench"]:
+        lines.append("")
+        lines.append(f"throughput (pytest-benchmark, fixed workload: {data['workload']}; "
+                     "peak RSS over the workload):")
+        lines += format_table(bench_rows(data["bench"]), BENCH_COLUMNS)
+    workers = f" over {data['workers']} workers" if data["workers"] > 1 else ""
+    lines.append(f"model {data['model']}; generate calls this run: {data['generate_calls']}"
+                 f"{workers}; cache hits {data['hits']}, misses {data['misses']}")
     return lines
+
+
+def summary_lines(session: ShrinkSession) -> list[str]:
+    return render(summary_data(session))

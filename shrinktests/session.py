@@ -99,6 +99,8 @@ class ShrinkSession:
         self.runs: dict[str, ConfigRun] = defaultdict(ConfigRun)
         #: generation tok/s of each benchmarked config (for the ratio to the reference)
         self.bench_tps: dict[str, float] = {}
+        #: the extra_info of each benchmarked config, for the summary's throughput table
+        self.bench_info: dict[str, dict[str, Any]] = {}
         self.generate_calls = 0
 
     # ------------------------------------------------------------------ inputs
@@ -187,7 +189,7 @@ class ShrinkSession:
         stats = self.variant(name).stats
         self.bench_tps[name] = timings.generate_tps
         ref_tps = self.bench_tps.get(self.reference.name)
-        return {
+        info = self.bench_info[name] = {
             "config": name,
             "prompt_eval_tps": round(timings.prompt_tps, 2),
             "generate_tps": round(timings.generate_tps, 2),
@@ -198,6 +200,7 @@ class ShrinkSession:
             "model_mb": round(stats.mb, 1),
             "bits_per_weight": round(stats.bits_per_weight, 2),
         }
+        return info
 
     def _raise_failure(self, name: str) -> None:
         exc = self._failed[name]

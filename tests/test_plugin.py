@@ -200,4 +200,23 @@ def test_throughput_benchmarks_are_opt_in_and_carry_the_figures(
         assert info["peak_rss_mb"] > 100 and info["model_mb"] > 100
         assert info["bits_per_weight"] == (32.0 if name == "baseline" else 16.0)
     assert records["baseline"]["extra_info"]["vs_reference"] == 1.0
+    run.stdout.fnmatch_lines(["*throughput (pytest-benchmark, fixed workload: 2 prompts x 4 new*",
+                              "config*prompt tok/s*gen tok/s*peak RSS MB*"])
     assert records["bf16"]["extra_info"]["vs_reference"] > 0
+
+
+def test_xdist_distributes_whole_configs_and_merges_one_summary(
+    shrink_project: ProjectMaker,
+) -> None:
+    """``-n 2`` (dist switched to loadgroup) gives the single-process verdicts and one table
+    with a row per config, built from both workers' data."""
+    p = shrink_project()
+    single = p.runpytest_subprocess("suites", "--snapshot-update")
+    assert single.ret == 0, single.stdout.str()[-3000:]
+    both = p.runpytest_subprocess("suites", "-n", "2", "-v")
+    assert both.ret == 0, both.stdout.str()[-3000:]
+    assert both.parseoutcomes() == single.parseoutcomes()
+    out = both.stdout.str()
+    table = out[out.index("shrinktests summary"):]
+    assert re.search(r"^baseline\s", table, re.M) and re.search(r"^bf16\s", table, re.M)
+    assert "over 2 workers" in table
