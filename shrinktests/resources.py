@@ -42,8 +42,3 @@ def peak_rss_mb() -> float:
         kb = peak // 1024 if sys.platform == "darwin" else peak  # macOS reports bytes
     return kb / 1024
 
-
-def rss_mb() -> float:
-    """Current resident memory (MB); 0.0 where /proc is not available."""
-    kb = _status_kb("VmRSS")
-    return (kb or 0) / 1024

@@ -97,8 +97,6 @@ class ShrinkSession:
         self._tf: dict[tuple[str, str], list[TeacherForced]] = {}
         self._torch_ready = False
         self.runs: dict[str, ConfigRun] = defaultdict(ConfigRun)
-        #: generation tok/s of each benchmarked config (for the ratio to the reference)
-        self.bench_tps: dict[str, float] = {}
         #: the extra_info of each benchmarked config, for the summary's throughput table
         self.bench_info: dict[str, dict[str, Any]] = {}
         self.generate_calls = 0
@@ -187,8 +185,9 @@ class ShrinkSession:
                           rss_scope: str) -> dict[str, Any]:
         """The ``extra_info`` of a config's benchmark; remembers its speed for "vs reference"."""
         stats = self.variant(name).stats
-        self.bench_tps[name] = timings.generate_tps
-        ref_tps = self.bench_tps.get(self.reference.name)
+        ref = self.bench_info.get(self.reference.name)
+        ref_tps = ref["generate_tps"] if ref else (
+            timings.generate_tps if name == self.reference.name else None)
         info = self.bench_info[name] = {
             "config": name,
             "prompt_eval_tps": round(timings.prompt_tps, 2),
