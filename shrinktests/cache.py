@@ -13,10 +13,38 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from shrinktests import __version__
+
+
+@contextmanager
+def atomic_writer(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on a clean exit, rename it over ``path``.
+
+    Every file shrinktests writes goes through here: a crash, Ctrl-C or full disk mid-write
+    leaves the previous ``path`` intact and no partial file, and concurrent writers (xdist
+    workers, machines sharing a cache) each replace the whole file. Same folder, because
+    ``os.replace`` is only atomic within one file system.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path) as f:
+        f.write(text)
 
 
 def cache_key(kind: str, parts: dict[str, Any]) -> str:
@@ -58,13 +86,5 @@ class DiskCache:
     def put(self, kind: str, key: str, value: Any) -> None:
         if self.root is None:
             return
-        path = self._path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_writer(self._path(kind, key), binary=True) as f:
+            pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)

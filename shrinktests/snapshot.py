@@ -14,7 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
+from shrinktests.cache import atomic_write_text
+
 if TYPE_CHECKING:
+    from syrupy.data import SnapshotCollection
     from syrupy.location import PyTestLocation
 
 UPDATE_HINT = "pytest suites/ --snapshot-update"
@@ -32,6 +35,18 @@ class BaselineSnapshotExtension(SingleFileSnapshotExtension):
     @classmethod
     def dirname(cls, *, test_location: PyTestLocation) -> str:
         return str(cls.snapshot_root / test_location.basename)
+
+    @classmethod
+    def write_snapshot_collection(
+        cls, *, snapshot_collection: SnapshotCollection, name_order: dict[str, int] | None = None
+    ) -> None:
+        """syrupy's single-file writer opens the snapshot with ``"w"`` (truncating it first):
+        an interrupted ``--snapshot-update`` would leave a half-written baseline. Write it
+        atomically instead."""
+        data = next(iter(snapshot_collection)).data
+        if not isinstance(data, str):
+            raise TypeError(f"a baseline snapshot is text, got {type(data).__name__}")
+        atomic_write_text(Path(snapshot_collection.location), data)
 
     def diff_lines(self, serialized_data: Any, snapshot_data: Any) -> Iterator[str]:
         old, new = _header(str(snapshot_data or "")), _header(str(serialized_data))
