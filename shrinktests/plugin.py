@@ -27,6 +27,8 @@ session_key = pytest.StashKey["ShrinkSession | None"]()
 #: summary data sent by xdist workers, gathered on the controller
 worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
 error_key = pytest.StashKey[str]()
+#: some collected test wants shrinktests' fixtures, but the plugin found no configs file
+unconfigured_key = pytest.StashKey[bool]()
 
 #: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
 #: drift: a broken model may emit loops on one prompt and fluent-looking gibberish on the
@@ -114,12 +116,18 @@ def pytest_configure(config: pytest.Config) -> None:
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise pytest.UsageError(f"shrinktests: two suite files share a suite name: {names}")
-    from shrinktests.model import cache_root
+    from shrinktests.model import ModelSourceError, cache_root, check_model_folder
     from shrinktests.session import SessionOptions, ShrinkSession
 
     cache_opt = config.getoption("--shrink-cache")
     cache = None if cache_opt == "none" else Path(cache_opt) if cache_opt else cache_root()
     model = _path(config, "--shrink-model", "shrink_model")
+    if model is not None:
+        model = model.expanduser()
+        try:
+            check_model_folder(model)
+        except ModelSourceError as exc:
+            raise pytest.UsageError(f"shrinktests: {exc}") from None
     snapshots = _path(config, "--shrink-snapshots", "shrink_snapshots") or (
         config.rootpath / "snapshots")
     threads = config.getoption("--shrink-threads") or min(4, os.cpu_count() or 1)
@@ -168,6 +176,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
     if not any(n in names for n in ("shrink_config", "shrink_case", "shrink_check")):
         return
+    if metafunc.config.stash.get(session_key, None) is None:
+        # raised from pytest_collection_modifyitems instead: raised here, pytest would report
+        # it as a collection error of this module (exit code 2), not a usage error (4)
+        metafunc.config.stash[unconfigured_key] = True
+        return
     session = get_session(metafunc.config)
     if "shrink_config" in names:
         configs = session.configs.names()
@@ -189,20 +202,14 @@ def benchmarks_requested(config: pytest.Config) -> bool:
     return any(config.getoption(o, default=None) for o in _BENCH_OPTIONS)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks we add
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     session = config.stash.get(session_key, None)
     if session is None:
+        if config.stash.get(unconfigured_key, False):
+            get_session(config)  # raises the usage error that says what is missing
         return
     bench_on = benchmarks_requested(config)
-    # under pytest-xdist --dist loadgroup, all tests of a config go to one worker; snapshot
-    # tests (no config) ride with the reference
-    group = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if group and "shrink_session" in getattr(item, "fixturenames", ()):
-            callspec = getattr(item, "callspec", None)
-            owner = callspec.params.get("shrink_config") if callspec else None
-            item.add_marker(pytest.mark.xdist_group(owner or session.configs.reference))
         if getattr(item, "originalname", None) == "test_throughput" and not bench_on:
             item.add_marker(pytest.mark.skip(
                 reason="throughput benchmarks are opt-in: --shrink-bench, or --benchmark-only "
@@ -286,12 +293,61 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_cmdline_main(config: pytest.Config) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, Any]:
     """With ``-n N`` and no ``--dist``, distribute whole configs (``loadgroup``): a worker then
-    loads each model it owns once, instead of every worker loading every config."""
+    loads each model it owns once, instead of every worker loading every config.
+
+    A wrapper, because xdist's own ``tryfirst`` implementation turns ``dist == "no"`` into
+    ``"load"``, and which of two ``tryfirst`` plugins runs first depends on the order their
+    entry points load; a wrapper's first half runs before both.
+    """
     if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
         config.option.dist = "loadgroup"
+    return (yield)
+
+
+def config_group(nodeid: str, configs: list[str], case_ids: set[str],
+                 reference: str) -> str | None:
+    """The config whose worker should run test ``nodeid``, read from its parameter id
+    (``test_drift[bf16-tiny.hello]`` → ``bf16``); a test with a case but no config (the
+    baseline snapshots) rides with the reference; None for tests that are not ours."""
+    name = nodeid.rsplit("::", 1)[-1]
+    if "[" not in name or "]" not in name:
+        return None
+    param = name[name.index("[") + 1:name.rindex("]")]
+    for config in sorted(configs, key=len, reverse=True):  # "fp4-dq" before "fp4"
+        if param == config or param.startswith(config + "-"):
+            return config
+    if any(param == c or param.startswith(c + "-") for c in case_ids):
+        return reference
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``--dist loadgroup``, keep every test of one config on one worker.
+
+    Not through ``xdist_group`` marks: xdist 3.8 implements them by rewriting ``item._nodeid``
+    to ``<nodeid>@<group>``, which pytest 9.2 (structured node ids) ignores, so the marks
+    silently stopped grouping (pytest-xdist issue #1386). A scheduler that reads the config
+    from the node id does not depend on either project's internals beyond ``_split_scope``.
+    """
+    session = config.stash.get(session_key, None)
+    if session is None or config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    configs = session.configs.names()
+    case_ids = {c.id for c in session.cases()}
+    reference = session.configs.reference
+
+    class ConfigScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            group = config_group(nodeid, configs, case_ids, reference)
+            return f"shrinktests:{group}" if group else str(super()._split_scope(nodeid))
+
+    return ConfigScheduling(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -86,3 +87,13 @@ def shrink_project(pytester: pytest.Pytester, fresh_cache: Path) -> ProjectMaker
         return pytester
 
     return make
+
+
+def workers_by_config(verbose_output: str) -> dict[str, set[str]]:
+    """From ``-n 2 -v`` output, the xdist workers each config's tests ran on (keyed by the
+    first ``-`` part of the parameter id: the config, or the case for config-less tests)."""
+    found: dict[str, set[str]] = {}
+    for worker, param in re.findall(r"^\[(gw\d+)\].*?::test_\w+\[([^\]]+)\]", verbose_output,
+                                    re.M):
+        found.setdefault(param.split("-")[0], set()).add(worker)
+    return found

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TWO_CONFIGS, ProjectMaker
+from tests.conftest import TWO_CONFIGS, ProjectMaker, workers_by_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -131,13 +131,13 @@ def test_unknown_threads_value_is_quoted(shrink_project: ProjectMaker) -> None:
     assert "expected a positive integer, got 'zero'" in result.stderr.str()
 
 
-def test_missing_model_folder_fails_every_test_with_the_reason(shrink_project: ProjectMaker,
-                                                               tmp_path: Path) -> None:
+def test_missing_model_folder_is_a_usage_error(shrink_project: ProjectMaker,
+                                              tmp_path: Path) -> None:
     p = shrink_project()
     result = p.runpytest_subprocess("suites", "-k", "drift", "--shrink-model",
                                     str(tmp_path / "nope"))
-    assert result.ret != 0
-    assert "no such folder" in result.stdout.str()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--shrink-model {tmp_path / 'nope'}: no such folder" in result.stderr.str()
 
 
 def test_snapshot_mismatch_at_a_near_tie_is_reported_not_failed(
@@ -217,6 +217,9 @@ def test_xdist_distributes_whole_configs_and_merges_one_summary(
     assert both.ret == 0, both.stdout.str()[-3000:]
     assert both.parseoutcomes() == single.parseoutcomes()
     out = both.stdout.str()
+    workers = workers_by_config(out)
+    assert len(workers["baseline"]) == len(workers["bf16"]) == 1, workers
+    assert workers["tiny.hello"] == workers["tiny.capital"] == workers["baseline"]
     table = out[out.index("shrinktests summary"):]
     assert re.search(r"^baseline\s", table, re.M) and re.search(r"^bf16\s", table, re.M)
     assert "over 2 workers" in table

@@ -1,9 +1,15 @@
-"""Reliability without a model: atomic writes, no remote code."""
+"""Reliability without a model: atomic writes, no remote code, xdist keeping configs whole.
+
+The xdist test runs a model-free project (a fake model folder, tests that only take the
+``shrink_config`` and ``shrink_case`` fixtures), so it checks scheduling in seconds.
+"""
 
 from __future__ import annotations
 
 import ast
+import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +18,8 @@ import pytest
 import shrinktests
 from shrinktests.cache import DiskCache, atomic_write_text, atomic_writer
 from shrinktests.model import ModelSource, load_model, load_tokenizer
+from shrinktests.plugin import config_group
+from tests.conftest import workers_by_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -153,3 +161,84 @@ def test_every_from_pretrained_call_refuses_remote_code() -> None:
             if not (literal_false or forced):
                 bad.append(f"{path.name}:{node.lineno}")
     assert bad == []
+
+
+# --------------------------------------------------------------------------- xdist
+
+
+def test_config_group_reads_the_config_from_the_node_id() -> None:
+    configs = ["baseline", "fp4", "fp4-dq", "bf16"]
+    cases = {"tiny.hello", "calibration.zurich-haiku"}
+
+    def group(nodeid: str) -> str | None:
+        return config_group(nodeid, configs, cases, "baseline")
+
+    assert group("suites/t.py::test_drift[bf16-tiny.hello]") == "bf16"
+    assert group("suites/t.py::test_drift[fp4-dq-tiny.hello]") == "fp4-dq"
+    assert group("suites/t.py::test_drift[fp4-tiny.hello]") == "fp4"
+    assert group("suites/t.py::test_constraint[fp4-calibration.zurich-haiku-regex1]") == "fp4"
+    assert group("suites/t.py::test_throughput[fp4-dq]") == "fp4-dq"
+    assert group("suites/t.py::test_baseline_snapshot[calibration.zurich-haiku]") == "baseline"
+    assert group("suites/t.py::test_drift[bf16-tiny.hello]@bf16") == "bf16"
+    assert group("tests/test_other.py::test_x[1-2]") is None
+    assert group("tests/test_other.py::test_x") is None
+
+
+FAKE_CONFIGS = "".join(
+    f'[[config]]\nname = "{name}"\nmethod = "dtype"\ndtype = "{dtype}"\n\n'
+    for name, dtype in [("baseline", "float32"), ("bf16", "bfloat16"), ("fp16", "float16")])
+FAKE_SUITE = '[suite]\nname = "tiny"\n' + "".join(
+    f'\n[[prompt]]\nid = "{p}"\ntext = "{p}?"\n' for p in ("a", "b", "c", "d"))
+FAKE_TESTS = textwrap.dedent("""
+    def test_one(shrink_config, shrink_case):
+        pass
+
+    def test_two(shrink_config, shrink_case):
+        pass
+
+    def test_case_only(shrink_case):
+        pass
+""")
+
+
+@pytest.fixture
+def fake_project(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A shrinktests project whose tests never load a model (a fake model folder)."""
+    model = pytester.path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    (model / "model.safetensors").write_bytes(b"not weights")
+    suites = pytester.path / "suites"
+    suites.mkdir()
+    (suites / "configs.toml").write_text(FAKE_CONFIGS)
+    (suites / "tiny.toml").write_text(FAKE_SUITE)
+    (suites / "test_fake.py").write_text(FAKE_TESTS)
+    pytester.makeini(f"[pytest]\naddopts = --shrink-model={model} "
+                     f"--shrink-cache={pytester.path / 'cache'} -p no:cacheprovider\n")
+    return pytester
+
+
+def test_xdist_keeps_each_config_on_one_worker(fake_project: pytest.Pytester) -> None:
+    """``-n 2`` alone selects loadgroup, and each config's tests run on exactly one worker
+    (both failed before: xdist's own -n default won the hook race, and its xdist_group
+    marks stopped working with pytest 9.2's structured node ids)."""
+    pytest.importorskip("xdist")
+    result = fake_project.runpytest_subprocess("suites", "-n", "2", "-v")
+    result.assert_outcomes(passed=3 * 4 * 2 + 4)
+    out = result.stdout.str()
+    assert "scheduling tests via ConfigScheduling" in out
+    workers = workers_by_config(out)
+    assert set(workers) == {"baseline", "bf16", "fp16", "tiny.a", "tiny.b", "tiny.c", "tiny.d"}
+    for config in ("baseline", "bf16", "fp16"):
+        assert len(workers[config]) == 1, (config, workers)
+    # the config-less tests ride with the reference
+    assert all(workers[f"tiny.{p}"] == workers["baseline"] for p in "abcd")
+    assert set().union(*workers.values()) == {"gw0", "gw1"}
+
+
+def test_an_explicit_dist_mode_is_kept(fake_project: pytest.Pytester) -> None:
+    """A user who picks ``--dist load`` gets it (and each worker may build every model)."""
+    pytest.importorskip("xdist")
+    result = fake_project.runpytest_subprocess("suites", "-n", "2", "-v", "--dist", "load")
+    result.assert_outcomes(passed=3 * 4 * 2 + 4)
+    assert "scheduling tests via LoadScheduling" in result.stdout.str()
