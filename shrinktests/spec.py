@@ -288,7 +288,16 @@ def load_configs(path: Path) -> ConfigSet:
             try:
                 steps.append(build_method(spec))
             except ConfigError as exc:
-                raise SpecError(path, entry, f"{prefix}{exc.field}", exc.problem) from None
+                problem = exc.problem
+                hint = nearest_name(exc.field, _CONFIG_KEYS)
+                if not prefix and problem.startswith("unknown parameter;") and hint:
+                    # an inline step shares its table with the config's own keys: a typo of
+                    # one of those (expected = "breaks") reaches the method as a parameter
+                    params = problem.partition("known: ")[2]
+                    problem = (f"unknown key{hint}; config keys: "
+                               f"{', '.join(sorted(_CONFIG_KEYS - {'steps'}))}; "
+                               f"method parameters: {params}")
+                raise SpecError(path, entry, f"{prefix}{exc.field}", problem) from None
         loaders = [s for s in steps if s.load_kwargs.__func__ is not Method.load_kwargs]  # type: ignore[attr-defined]
         if len(loaders) > 1 or (loaders and steps[0] is not loaders[0]):
             # it runs inside from_pretrained, before anything else: writing it first keeps
