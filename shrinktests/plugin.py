@@ -113,9 +113,12 @@ def pytest_configure(config: pytest.Config) -> None:
         suites = tuple(load_suite(p) for p in _suite_paths(config, configs_path))
     except SpecError as exc:
         raise pytest.UsageError(f"shrinktests: {exc}") from None
-    names = [s.name for s in suites]
-    if len(set(names)) != len(names):
-        raise pytest.UsageError(f"shrinktests: two suite files share a suite name: {names}")
+    for i, suite in enumerate(suites):
+        other = next((o for o in suites[:i] if o.name == suite.name), None)
+        if other is not None:  # case ids (suite.prompt) and snapshot names would collide
+            raise pytest.UsageError(
+                f"shrinktests: {suite.path}, [suite], field 'name': {suite.name!r} is also the "
+                f"name of {other.path}")
     from shrinktests.model import ModelSourceError, cache_root, check_model_folder
     from shrinktests.session import SessionOptions, ShrinkSession
 

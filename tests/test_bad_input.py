@@ -161,6 +161,9 @@ BAD: list[tuple[str, str, str, str | None, tuple[str, ...], str]] = [
     ("not-causal-lm", CONFIGS, SUITE, json.dumps({"architectures": ["BertModel"]}), (),
      "architectures ['BertModel'] are not causal language models"),
     ("no-configs-file", "", SUITE, LLAMA, (), "no configs file at"),
+    ("suite-name-twice", CONFIGS, SUITE, LLAMA,
+     ("--shrink-suite=suites/tiny.toml", "--shrink-suite=suites/tiny.toml"),
+     "tiny.toml, [suite], field 'name': 'tiny' is also the name of"),
     ("missing-suite-file", CONFIGS, SUITE, LLAMA, ("--shrink-suite=missing.toml",),
      "missing.toml: file not found"),
 ]
