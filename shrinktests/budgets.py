@@ -20,8 +20,14 @@ DRIFT_METRICS: dict[str, str] = {
     "ln_ppl_ratio": "ln(PPL_config / PPL_base) over the baseline continuation",
 }
 DEGENERATION_METRICS: dict[str, str] = {
-    "repetition": "seq-rep-4: 1 − unique 4-grams / 4-grams of the output tokens",
-    "min_tokens": "number of generated tokens (an empty answer has 0)",
+    "repetition": "seq-rep-4: 1 − unique 4-grams / 4-grams of the output tokens (loops)",
+    "soup": "share of words that look like token soup (other scripts, markup, random caps)",
+    "min_tokens": "number of generated tokens (an empty answer has 0: silence)",
+    "truncated": "1 when the answer ran out of tokens mid-sentence, else 0",
+    "overshoot": "list items beyond the most the prompt's list_items check allows",
+    "repetition_ratio": "1 − unique word 3-grams / word 3-grams",
+    "rep_l": "rep/16: share of tokens already among the 16 before them",
+    "distinct_2": "unique token bigrams / token bigrams",
 }
 METRICS: dict[str, str] = {**DRIFT_METRICS, **DEGENERATION_METRICS}
 

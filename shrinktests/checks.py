@@ -11,16 +11,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from shrinktests.budgets import DEGENERATION_METRICS, DRIFT_METRICS, Budget, Violation, violations
+from shrinktests.degeneration import MODES, evidence, profile
 from shrinktests.engine import Generation
 from shrinktests.metrics import (
     TeacherForced,
     first_divergence,
     is_near_tie,
-    seq_rep_n,
     token_agreement,
 )
-
-REPETITION_N = 4
 
 
 @dataclass(frozen=True)
@@ -64,30 +62,29 @@ def drift(
 @dataclass(frozen=True)
 class Degeneration:
     values: dict[str, float | None]
-    modes: list[str]  # named failure modes, e.g. "repetition loop"
+    modes: list[str]  # named failure modes over budget, e.g. "repetition loop"
     violations: list[Violation]
 
 
-def degeneration(gen: Generation, budgets: Iterable[Budget]) -> Degeneration:
-    """Repetition loop (seq-rep-4) and empty output, checked against the budgets."""
-    empty = not gen.text.strip()
-    values: dict[str, float | None] = {
-        "repetition": seq_rep_n(gen.token_ids, REPETITION_N),
-        "min_tokens": 0.0 if empty else float(len(gen.token_ids)),
-    }
+def degeneration(gen: Generation, budgets: Iterable[Budget],
+                 max_items: int | None = None) -> Degeneration:
+    """Every degeneration figure of one output, and the named modes whose budget it breaks.
+
+    Silence is always a mode, budget or not: an empty answer is never a pass.
+    """
+    values = profile(gen.text, gen.token_ids, gen.finished, max_items).values()
     deg_budgets = [b for b in budgets if b.metric in DEGENERATION_METRICS]
     found = violations(deg_budgets, values)
-    modes = []
-    if empty:
-        modes.append("empty output")
-    for v in found:
-        if v.budget.metric == "repetition":
-            modes.append("repetition loop")
-        elif v.budget.metric == "min_tokens" and not empty:
-            modes.append("too short")
-    if empty and not any(v.budget.metric == "min_tokens" for v in found):
+    if values["min_tokens"] == 0 and not any(v.budget.metric == "min_tokens" for v in found):
         found.append(Violation(Budget("min_tokens", ">=", 1), 0.0))
+    modes = list(dict.fromkeys(MODES.get(v.budget.metric, v.budget.metric) for v in found))
     return Degeneration(values, modes, found)
+
+
+def new_modes(cand: Degeneration, base: Degeneration) -> list[str]:
+    """Modes of the candidate the baseline does not show on the same prompt: the regressions.
+    (A baseline cut off by the token budget does not excuse a candidate's loop.)"""
+    return [m for m in cand.modes if m not in base.modes]
 
 
 def _fmt(v: float | None) -> str:
@@ -129,14 +126,15 @@ def drift_message(
 
 
 def degeneration_message(config: str, case: str, prompt: str, gen: Generation,
-                         d: Degeneration) -> str:
-    broken = "; ".join(f"{v.budget} but got {_fmt(v.value)}" for v in d.violations)
-    return "\n".join([
-        f"{' and '.join(d.modes) or 'degenerate output'} in config {config!r} on {case}: {broken}",
-        f"prompt: {prompt!r}",
-        side_by_side("output", gen.text, "", ""),
-        f"figures: {figures(d.values)} over {len(gen.token_ids)} tokens",
-    ])
+                         d: Degeneration, modes: Sequence[str], max_items: int | None) -> str:
+    broken = "; ".join(f"{v.budget} but got {_fmt(v.value)}" for v in d.violations
+                       if MODES.get(v.budget.metric, v.budget.metric) in modes)
+    lines = [f"{' and '.join(modes)} in config {config!r} on {case}: {broken}",
+             f"prompt: {prompt!r}"]
+    lines += [f"{mode}: {evidence(mode, gen.text, max_items)}" for mode in modes]
+    lines += [side_by_side("output", gen.text, "", ""),
+              f"figures: {figures(d.values)} over {len(gen.token_ids)} tokens"]
+    return "\n".join(lines)
 
 
 def median(xs: Sequence[float]) -> float | None:

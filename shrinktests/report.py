@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.checks import median
+from shrinktests.checks import Degeneration, median
 
 if TYPE_CHECKING:
     from shrinktests.session import ConfigRun, ShrinkSession
 
-COLUMNS = ("config", "gen tok/s", "vs ref", "MB", "bits/w", "comp s", "rel err", "KL mean",
-           "top-1", "1st div", "degen", "constr", "verdict")
+COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "comp s", "rel err", "KL",
+           "top-1", "1st div", "loops", "empty", "constr", "verdict")
 
 
 def _verdict(run: ConfigRun, expect: str) -> str:
@@ -27,6 +28,22 @@ def _verdict(run: ConfigRun, expect: str) -> str:
     if o.get("xfailed", 0):
         return f"ok, {o['xfailed']} xfail"
     return "ok"
+
+
+def _mode_count(degs: list[Degeneration], mode: str) -> str:
+    return f"{sum(mode in d.modes for d in degs)}/{len(degs)}" if degs else "-"
+
+
+def output_stats(degs: list[Degeneration]) -> str:
+    """The failure modes seen over a config's outputs, with length and distinct-2 figures."""
+    if not degs:
+        return ""
+    modes = Counter(m for d in degs for m in d.modes)
+    seen = ", ".join(f"{m} {n}" for m, n in modes.most_common()) or "none"
+    tokens = statistics.fmean(d.values["min_tokens"] or 0.0 for d in degs)
+    distinct = statistics.fmean(d.values["distinct_2"] or 0.0 for d in degs)
+    return (f"modes seen over {len(degs)} outputs: {seen}; mean length {tokens:.0f} tokens, "
+            f"distinct-2 {distinct:.2f}")
 
 
 def config_rows(session: ShrinkSession) -> list[list[str]]:
@@ -59,7 +76,8 @@ def config_rows(session: ShrinkSession) -> list[list[str]]:
             (f"{median(divs):.0f}" if divs else "none") + (f"+{n_ident}=" if n_ident and divs
                                                            else "") + (f"~{near}" if near else "")
             if drifts else "-",
-            f"{sum(bool(d.modes) for d in degs)}/{len(degs)}" if degs else "-",
+            _mode_count(degs, "repetition loop"),
+            _mode_count(degs, "silence"),
             f"{100 * sum(cons) / len(cons):.0f}%" if cons else "-",
             _verdict(run, config.expect),
         ])
@@ -110,7 +128,9 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
     details = {}
     for name in names:
         stats = session.runs[name].stats or session.cached_stats(name)
-        if stats is not None and (text := describe_details(stats.details)):
+        parts = [describe_details(stats.details) if stats is not None else "",
+                 output_stats(list(session.runs[name].degeneration.values()))]
+        if text := "; ".join(p for p in parts if p):
             details[name] = text
     near_ties = [
         f"near-tie: {config} on {case_id} diverges at token {d.divergence} where the "
@@ -173,7 +193,8 @@ def render(data: dict[str, Any]) -> list[str]:
     lines.append(
         "1st div: median first divergent token (+N= prompts identical, ~N near-ties); "
         "KL/top-1 teacher-forced on the baseline continuation;")
-    lines.append("degen: degenerate outputs (loops, empty, too short); constr: constraints met.")
+    lines.append("loops/empty: outputs in a repetition loop / silent; constr: share of constraints "
+                 "met. Per config below: figures and degeneration modes seen.")
     lines += [f"{name}: {text}" for name, text in data["details"].items()]
     if data["cached_timings"]:
         lines.append("* speed measured when the cached result was generated (earlier run); "

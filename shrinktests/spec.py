@@ -23,7 +23,7 @@ from shrinktests.compression.base import (
     coerce_dataclass,
     nearest_name,
 )
-from shrinktests.constraints import Checker, build_checker
+from shrinktests.constraints import Checker, ListItems, build_checker
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -48,6 +48,12 @@ class Prompt:
     id: str
     text: str
     checks: tuple[Checker, ...]
+
+    @property
+    def max_items(self) -> int | None:
+        """The most list items the prompt's ``list_items`` check allows (for overshoot)."""
+        limits = [c.max for c in self.checks if isinstance(c, ListItems) and c.max < 1_000_000]
+        return min(limits) if limits else None
 
 
 @dataclass(frozen=True)

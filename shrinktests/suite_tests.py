@@ -76,24 +76,27 @@ def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: C
 
 def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
                       shrink_case: Case) -> None:
-    """No repetition loop and no empty answer, unless the baseline already degenerates."""
+    """No degeneration mode (loop, soup, silence, truncation, overshoot) over its budget that
+    the baseline does not show on the same prompt; the baseline's own modes are reported."""
     s = shrink_session
     budgets = s.configs.get(shrink_config).budgets
+    max_items = shrink_case.prompt.max_items
     gen = s.generation(shrink_config, shrink_case)
-    result = checks.degeneration(gen, budgets)
+    result = checks.degeneration(gen, budgets, max_items)
     s.runs[shrink_config].degeneration[shrink_case.id] = result
-    if not result.violations:
+    if not result.modes:
         return
-    message = checks.degeneration_message(shrink_config, shrink_case.id,
-                                          shrink_case.prompt.text, gen, result)
     if shrink_config == s.reference.name:
-        pytest.xfail(f"the baseline itself degenerates ({', '.join(result.modes)}): "
+        pytest.xfail(f"the baseline itself shows {', '.join(result.modes)}: "
                      "reported, not a regression")
-    base = checks.degeneration(s.generation(s.reference.name, shrink_case), budgets)
-    if base.violations:
-        pytest.xfail(f"the baseline degenerates here too ({', '.join(base.modes)}): "
+    base = checks.degeneration(s.generation(s.reference.name, shrink_case), budgets, max_items)
+    modes = checks.new_modes(result, base)
+    if not modes:
+        pytest.xfail(f"the baseline shows {', '.join(result.modes)} here too: "
                      "reported, not a regression")
-    pytest.fail(message, pytrace=False)
+    pytest.fail(checks.degeneration_message(shrink_config, shrink_case.id,
+                                            shrink_case.prompt.text, gen, result, modes,
+                                            max_items), pytrace=False)
 
 
 def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
