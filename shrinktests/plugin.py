@@ -21,6 +21,7 @@ import pytest
 from shrinktests.spec import SpecError, load_configs, load_suite
 
 if TYPE_CHECKING:
+    from shrinktests.accepted import Accepted
     from shrinktests.session import ShrinkSession
 
 session_key = pytest.StashKey["ShrinkSession | None"]()
@@ -29,6 +30,8 @@ worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
 error_key = pytest.StashKey[str]()
 #: some collected test wants shrinktests' fixtures, but the plugin found no configs file
 unconfigured_key = pytest.StashKey[bool]()
+#: accepted regressions read from snapshots/known_failures.toml
+accepted_key = pytest.StashKey["Accepted"]()
 
 #: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
 #: drift: a broken model may emit loops on one prompt and fluent-looking gibberish on the
@@ -79,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shrink-bench", action="store_true", default=False,
                     help="run the throughput benchmarks (test_throughput) too; also on with "
                          "--benchmark-only/-save/-autosave/-compare/-json")
+    group.addoption("--shrink-accept-failures", action="store_true", default=False,
+                    help="record the behaviour tests each config that ran fails now as known "
+                         "failures in <snapshots>/known_failures.toml (reviewed like snapshots)")
     parser.addini("shrink_model", "default for --shrink-model", default="")
     parser.addini("shrink_configs", "default for --shrink-configs", default="")
     parser.addini("shrink_suites", "default suite files", type="linelist", default=[])
@@ -134,6 +140,16 @@ def pytest_configure(config: pytest.Config) -> None:
     snapshots = _path(config, "--shrink-snapshots", "shrink_snapshots") or (
         config.rootpath / "snapshots")
     threads = config.getoption("--shrink-threads") or min(4, os.cpu_count() or 1)
+    from shrinktests import accepted
+
+    try:
+        config.stash[accepted_key] = accepted.load(snapshots / accepted.FILE_NAME,
+                                                   configs.names())
+    except SpecError as exc:
+        raise pytest.UsageError(f"shrinktests: {exc}") from None
+    if config.getoption("shrink_accept_failures") and not hasattr(config, "workerinput"):
+        recorder = AcceptRecorder(snapshots / accepted.FILE_NAME, config.stash[accepted_key])
+        config.pluginmanager.register(recorder, "shrinktests-accept")
     config.stash[session_key] = ShrinkSession(SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=threads,
         snapshot_dir=snapshots,
@@ -224,15 +240,67 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.user_properties.append(("shrink_config", name))
         config_spec = session.configs.get(name)
         known = [g for g in config_spec.known_failures if name_matches(item.name, g)]
+        kind = getattr(item, "originalname", item.name)
         if known:
             item.add_marker(pytest.mark.xfail(
                 strict=True, reason=f"known failure of config {name!r} (listed as {known[0]!r} "
                 "in known_failures)"))
-        kind = getattr(item, "originalname", item.name)
+        elif kind in BEHAVIOUR_TESTS and config_spec.expect != "breaks":
+            _mark_accepted(config, item, name)
         if not known and config_spec.expect == "breaks" and kind in BEHAVIOUR_TESTS:
             strict = kind in STRICT_BREAK_TESTS
             item.add_marker(pytest.mark.xfail(
                 strict=strict, reason=f"config {name!r} is marked expect = \"breaks\""))
+
+
+def _mark_accepted(config: pytest.Config, item: pytest.Item, name: str) -> None:
+    """Accepted regressions are strict xfails; in accept mode every behaviour test is a
+    non-strict xfail instead, so the run records what fails without failing."""
+    from shrinktests.accepted import FILE_NAME, RECORDING
+
+    if config.getoption("shrink_accept_failures"):
+        item.add_marker(pytest.mark.xfail(strict=False, reason=RECORDING))
+    elif item.name in config.stash[accepted_key].get(name, {}):
+        item.add_marker(pytest.mark.xfail(
+            strict=True, reason=f"accepted regression of config {name!r} (in {FILE_NAME}; "
+            "refresh with --shrink-accept-failures)"))
+
+
+class AcceptRecorder:
+    """In accept mode, on the xdist controller or a plain run: notes which behaviour tests
+    ran and which failed (with the first line of the failure), and at the end rewrites the
+    accepted-failures file for the configs that ran."""
+
+    def __init__(self, path: Path, old: Accepted) -> None:
+        self.path, self.old = path, old
+        self.ran: dict[str, set[str]] = {}
+        self.failing: dict[str, dict[str, str]] = {}
+        self.written: Accepted | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        from shrinktests.accepted import RECORDING, first_line
+
+        name = str(dict(report.user_properties).get("shrink_config", ""))
+        test = report.nodeid.rsplit("::", 1)[-1]
+        if not name or test.split("[", 1)[0] not in BEHAVIOUR_TESTS or report.when != "call":
+            return
+        self.ran.setdefault(name, set()).add(test)
+        if report.skipped and str(getattr(report, "wasxfail", "")).startswith(RECORDING):
+            self.failing.setdefault(name, {})[test] = first_line(report.longreprtext)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        from shrinktests.accepted import save, update
+
+        if self.ran:
+            self.written = update(self.old, self.ran, self.failing)
+            save(self.path, self.written)
+
+    def summary(self) -> str:
+        if self.written is None:
+            return "shrinktests: no behaviour test ran; known failures left as they were"
+        n = sum(len(t) for t in self.written.values())
+        return (f"shrinktests: recorded {n} known failures of {len(self.written)} configs in "
+                f"{self.path} (tests of {len(self.ran)} configs ran); review the diff")
 
 
 @pytest.fixture(scope="session")
@@ -388,3 +456,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("shrinktests summary")
     for line in render(data):
         terminalreporter.write_line(line)
+    recorder = config.pluginmanager.get_plugin("shrinktests-accept")
+    if isinstance(recorder, AcceptRecorder):
+        terminalreporter.write_line(recorder.summary())
