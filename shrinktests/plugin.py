@@ -82,6 +82,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shrink-bench", action="store_true", default=False,
                     help="run the throughput benchmarks (test_throughput) too; also on with "
                          "--benchmark-only/-save/-autosave/-compare/-json")
+    group.addoption("--shrink-report", metavar="DIR", default=None,
+                    help="write summary.md (for a pull request), index.html (plots) and "
+                         "data.json into DIR")
     group.addoption("--shrink-accept-failures", action="store_true", default=False,
                     help="record the behaviour tests each config that ran fails now as known "
                          "failures in <snapshots>/known_failures.toml (reviewed like snapshots)")
@@ -456,6 +459,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("shrinktests summary")
     for line in render(data):
         terminalreporter.write_line(line)
+    if folder := config.getoption("shrink_report"):
+        from shrinktests.report_files import write_report
+
+        written = write_report(Path(folder), data)
+        terminalreporter.write_line(
+            f"shrinktests: report written: {', '.join(str(p) for p in written)}")
     recorder = config.pluginmanager.get_plugin("shrinktests-accept")
     if isinstance(recorder, AcceptRecorder):
         terminalreporter.write_line(recorder.summary())

@@ -11,8 +11,10 @@ from shrinktests.checks import Degeneration, median
 if TYPE_CHECKING:
     from shrinktests.session import ConfigRun, ShrinkSession
 
-COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "comp s", "rel err", "KL",
-           "top-1", "1st div", "loops", "empty", "constr", "verdict")
+COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "loops",
+           "empty", "constr", "verdict")
+#: prompts per config whose continuations the Markdown and HTML reports show side by side
+EXAMPLES = 3
 
 
 def _verdict(run: ConfigRun, expect: str) -> str:
@@ -30,58 +32,113 @@ def _verdict(run: ConfigRun, expect: str) -> str:
     return "ok"
 
 
-def _mode_count(degs: list[Degeneration], mode: str) -> str:
-    return f"{sum(mode in d.modes for d in degs)}/{len(degs)}" if degs else "-"
+def _mean(xs: list[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None
 
 
-def output_stats(degs: list[Degeneration]) -> str:
-    """The failure modes seen over a config's outputs, with length and distinct-2 figures."""
-    if not degs:
-        return ""
-    modes = Counter(m for d in degs for m in d.modes)
-    seen = ", ".join(f"{m} {n}" for m, n in modes.most_common()) or "none"
-    tokens = statistics.fmean(d.values["min_tokens"] or 0.0 for d in degs)
-    distinct = statistics.fmean(d.values["distinct_2"] or 0.0 for d in degs)
-    return (f"modes seen over {len(degs)} outputs: {seen}; mean length {tokens:.0f} tokens, "
-            f"distinct-2 {distinct:.2f}")
-
-
-def config_rows(session: ShrinkSession) -> list[list[str]]:
+def config_metrics(session: ShrinkSession, name: str) -> dict[str, Any]:
+    """Every figure of one config as plain numbers (None: not measured this run)."""
     ref = session.reference.name
     ref_tps = session.runs[ref].timings.generate_tps if ref in session.runs else 0.0
-    rows = []
-    for config in session.configs.configs:
-        if config.name not in session.runs:
-            continue
-        run = session.runs[config.name]
-        stats = run.stats or session.cached_stats(config.name)
-        tps = run.timings.generate_tps
-        drifts = list(run.drift.values())
-        degs = list(run.degeneration.values())
-        divs = [float(d.divergence) for d in drifts if d.divergence is not None]
-        n_ident = sum(1 for d in drifts if d.divergence is None)
-        cons = list(run.constraints.values())
-        near = sum(1 for d in drifts if d.near_tie)
-        rows.append([
-            config.name,
-            (f"{tps:.1f}" + ("*" if run.cached_timings else "")) if tps else "-",
-            f"{tps / ref_tps:.2f}x" if tps and ref_tps else "-",
-            f"{stats.mb:.0f}" if stats else "-",
-            f"{stats.bits_per_weight:.2f}" if stats else "-",
-            f"{stats.compress_seconds:.1f}" if stats else "-",
-            f"{err:.3f}" if stats and (err := stats.mean_rel_error) is not None else "-",
-            f"{statistics.fmean(d.values['kl_mean'] or 0.0 for d in drifts):.3f}"
-            if drifts else "-",
-            f"{statistics.fmean(d.values['top1'] or 0.0 for d in drifts):.2f}" if drifts else "-",
-            (f"{median(divs):.0f}" if divs else "none") + (f"+{n_ident}=" if n_ident and divs
-                                                           else "") + (f"~{near}" if near else "")
-            if drifts else "-",
-            _mode_count(degs, "repetition loop"),
-            _mode_count(degs, "silence"),
-            f"{100 * sum(cons) / len(cons):.0f}%" if cons else "-",
-            _verdict(run, config.expect),
-        ])
-    return rows
+    run = session.runs[name]
+    stats = run.stats or session.cached_stats(name)
+    tps = run.timings.generate_tps
+    drifts = list(run.drift.values())
+    degs: list[Degeneration] = list(run.degeneration.values())
+    cons = list(run.constraints.values())
+    divs = [float(d.divergence) for d in drifts if d.divergence is not None]
+    return {
+        "name": name, "expect": session.configs.get(name).expect,
+        "verdict": _verdict(run, session.configs.get(name).expect),
+        "tps": tps or None, "cached_tps": run.cached_timings,
+        "vs_ref": tps / ref_tps if tps and ref_tps else None,
+        "mb": stats.mb if stats else None,
+        "bits": stats.bits_per_weight if stats else None,
+        "compress_s": stats.compress_seconds if stats else None,
+        "rel_err": stats.mean_rel_error if stats else None,
+        "kl": _mean([d.values["kl_mean"] or 0.0 for d in drifts]),
+        "top1": _mean([d.values["top1"] or 0.0 for d in drifts]),
+        "div_median": median(divs), "diverged": len(divs), "prompts": len(drifts),
+        "identical": sum(1 for d in drifts if d.divergence is None),
+        "near_ties": sum(1 for d in drifts if d.near_tie),
+        "outputs": len(degs),
+        "loops": sum("repetition loop" in d.modes for d in degs),
+        "empty": sum("silence" in d.modes for d in degs),
+        "modes": dict(Counter(m for d in degs for m in d.modes).most_common()),
+        "truncated": sum(bool(d.values["truncated"]) for d in degs),
+        "mean_tokens": _mean([d.values["min_tokens"] or 0.0 for d in degs]),
+        "distinct_2": _mean([d.values["distinct_2"] or 0.0 for d in degs]),
+        "constraints": len(cons), "met": sum(cons),
+        "adherence": sum(cons) / len(cons) if cons else None,
+    }
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def format_row(m: dict[str, Any]) -> list[str]:
+    """One line of the terminal table from :func:`config_metrics`."""
+    div = "-"
+    if m["prompts"]:
+        div = _num(m["div_median"], ".0f") if m["diverged"] else "none"
+        if m["identical"] and m["diverged"]:
+            div += f"+{m['identical']}="
+        if m["near_ties"]:
+            div += f"~{m['near_ties']}"
+    def count(key: str) -> str:
+        return f"{m[key]}/{m['outputs']}" if m["outputs"] else "-"
+
+    return [
+        m["name"], _num(m["tps"], ".1f") + ("*" if m["tps"] and m["cached_tps"] else ""),
+        _num(m["vs_ref"], ".2f") + ("x" if m["vs_ref"] else ""), _num(m["mb"], ".0f"),
+        _num(m["bits"], ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div,
+        count("loops"), count("empty"),
+        _num(None if m["adherence"] is None else 100 * m["adherence"], ".0f")
+        + ("%" if m["adherence"] is not None else ""),
+        m["verdict"],
+    ]
+
+
+def output_stats(m: dict[str, Any]) -> str:
+    """The failure modes seen over a config's outputs, with length and distinct-2 figures."""
+    if not m["outputs"]:
+        return ""
+    seen = ", ".join(f"{mode} {n}" for mode, n in m["modes"].items()) or "none"
+    return (f"modes over budget in {m['outputs']} outputs: {seen}; {m['truncated']} cut off "
+            f"mid-sentence; mean length {m['mean_tokens']:.0f} tokens, "
+            f"distinct-2 {m['distinct_2']:.2f}")
+
+
+def _examples(session: ShrinkSession, name: str) -> list[dict[str, Any]]:
+    """The prompts where ``name`` drifted most (by mean KL), both continuations split at the
+    first divergence, for the side-by-side views of summary.md and index.html."""
+    run = session.runs[name]
+    cases = {c.id: c for c in session.cases()}
+    worst = sorted(run.drift.items(), key=lambda kv: -(kv[1].values["kl_mean"] or 0.0))
+    out = []
+    for case_id, d in worst[:EXAMPLES]:
+        case = cases[case_id]
+        base = session.generation(session.reference.name, case).token_ids
+        cand = session.generation(name, case).token_ids
+        cut = d.divergence if d.divergence is not None else len(base)
+        out.append({
+            "case": case_id, "prompt": case.prompt.text, "divergence": d.divergence,
+            "near_tie": d.near_tie, "kl": d.values["kl_mean"], "top1": d.values["top1"],
+            "prefix": session.decode(base[:cut]), "base": session.decode(base[cut:]),
+            "cand": session.decode(cand[cut:]),
+        })
+    return out
+
+
+def _timeline(session: ShrinkSession, name: str) -> list[list[Any]]:
+    """[case id, first divergence or None, baseline length] per prompt, for the timeline."""
+    out: list[list[Any]] = []
+    cases = {c.id: c for c in session.cases()}
+    for case_id, d in session.runs[name].drift.items():
+        base = session.generation(session.reference.name, cases[case_id]).token_ids
+        out.append([case_id, d.divergence, len(base)])
+    return out
 
 
 def describe_details(details: dict[str, Any]) -> str:
@@ -115,21 +172,23 @@ def format_table(rows: list[list[str]], header: tuple[str, ...] = COLUMNS) -> li
 
 
 def summary_data(session: ShrinkSession) -> dict[str, Any]:
-    """Everything the summary shows, as plain JSON-able data.
+    """Everything the reports show, as plain JSON-able data.
 
     Under pytest-xdist each worker sends this to the controller, which merges the workers'
-    data (:func:`merge_data`) and renders one table (:func:`render`).
+    data (:func:`merge_data`); the terminal table, summary.md and index.html all render it.
     """
-    rows = config_rows(session)
+    names = [c.name for c in session.configs.configs if c.name in session.runs]
     bench = session.configs.benchmark
-    names = [r[0] for r in rows]
     tested = [n for n in names
               if sum(session.runs[n].outcomes.values()) or session.runs[n].error]
+    metrics = {n: config_metrics(session, n) for n in names}
     details = {}
     for name in names:
         stats = session.runs[name].stats or session.cached_stats(name)
         parts = [describe_details(stats.details) if stats is not None else "",
-                 output_stats(list(session.runs[name].degeneration.values()))]
+                 f"rel err {err:.3f}, compressed in {stats.compress_seconds:.1f} s"
+                 if stats is not None and (err := stats.mean_rel_error) is not None else "",
+                 output_stats(metrics[name])]
         if text := "; ".join(p for p in parts if p):
             details[name] = text
     near_ties = [
@@ -138,9 +197,11 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         for config, run in session.runs.items() for case_id, d in run.drift.items()
         if d.near_tie]
     return {
-        "rows": rows, "tested": tested, "details": details, "near_ties": near_ties,
+        "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
+        "examples": {n: _examples(session, n) for n in names},
+        "timeline": {n: _timeline(session, n) for n in names},
         "cached_timings": any(r.cached_timings for r in session.runs.values()),
-        "model": session.source.describe() if rows else "",
+        "model": session.source.describe() if names else "",
         "generate_calls": session.generate_calls,
         "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
         "bench": session.bench_info,
@@ -149,15 +210,18 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
 
 
 def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
-    """One summary from several workers' data: a config's row comes from the worker that ran
-    its tests (others only computed it as a reference); counters add up."""
-    rows: dict[str, list[str]] = {}
+    """One summary from several workers' data: a config's figures come from the worker that
+    ran its tests (others only computed it as a reference); counters add up."""
+    owner: dict[str, dict[str, Any]] = {}
     for part in parts:
-        for row in part["rows"]:
-            if row[0] not in rows or row[0] in part["tested"]:
-                rows[row[0]] = row
+        for name in part["configs"]:
+            if name not in owner or name in part["tested"]:
+                owner[name] = part
+    names = [n for n in order if n in owner]
     return {
-        "rows": [rows[n] for n in order if n in rows],
+        "configs": {n: owner[n]["configs"][n] for n in names},
+        "examples": {n: owner[n]["examples"][n] for n in names},
+        "timeline": {n: owner[n]["timeline"][n] for n in names},
         "tested": sorted({n for p in parts for n in p["tested"]}),
         "details": {k: v for p in parts for k, v in p["details"].items()},
         "near_ties": sorted({line for p in parts for line in p["near_ties"]}),
@@ -183,18 +247,15 @@ def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 
 def render(data: dict[str, Any]) -> list[str]:
-    rows = data["rows"]
+    """The terminal summary: the table (under 120 columns), legends, per-config lines."""
+    rows = [format_row(m) for m in data["configs"].values()]
     if not rows:
         return []
     lines = format_table(rows)
-    lines.append(
-        "comp s: seconds to compress after loading; rel err: mean relative Frobenius error of "
-        "the weights a config changed;")
-    lines.append(
-        "1st div: median first divergent token (+N= prompts identical, ~N near-ties); "
-        "KL/top-1 teacher-forced on the baseline continuation;")
+    lines.append("KL/top-1: teacher-forced on the baseline continuation; 1st div: median first "
+                 "divergent token (+N= identical, ~N near-ties);")
     lines.append("loops/empty: outputs in a repetition loop / silent; constr: share of constraints "
-                 "met. Per config below: figures and degeneration modes seen.")
+                 "met. Per config: figures, modes seen.")
     lines += [f"{name}: {text}" for name, text in data["details"].items()]
     if data["cached_timings"]:
         lines.append("* speed measured when the cached result was generated (earlier run); "
@@ -209,7 +270,3 @@ def render(data: dict[str, Any]) -> list[str]:
     lines.append(f"model {data['model']}; generate calls this run: {data['generate_calls']}"
                  f"{workers}; cache hits {data['hits']}, misses {data['misses']}")
     return lines
-
-
-def summary_lines(session: ShrinkSession) -> list[str]:
-    return render(summary_data(session))

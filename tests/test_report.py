@@ -4,18 +4,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from shrinktests.report import COLUMNS, merge_data, render
+from shrinktests.report import COLUMNS, format_row, merge_data, render
 
 
-def _part(rows: list[list[str]], tested: list[str], calls: int, **extra: Any) -> dict[str, Any]:
-    return {"rows": rows, "tested": tested, "details": extra.get("details", {}),
+def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
+          **extra: Any) -> dict[str, Any]:
+    return {"configs": {m["name"]: m for m in rows}, "tested": tested,
+            "examples": {m["name"]: [] for m in rows}, "timeline": {m["name"]: [] for m in rows},
+            "details": extra.get("details", {}),
             "near_ties": extra.get("near_ties", []), "cached_timings": False,
             "model": "M@1", "generate_calls": calls, "hits": 1, "misses": 2, "workers": 1,
             "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens"}
 
 
-def _row(name: str, verdict: str) -> list[str]:
-    return [name, *["-"] * (len(COLUMNS) - 2), verdict]
+def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
+    """A config's metrics as config_metrics() gives them: nothing measured unless given."""
+    empty: dict[str, Any] = dict.fromkeys(
+        ("tps", "vs_ref", "mb", "bits", "compress_s", "rel_err", "kl", "top1", "div_median",
+         "adherence", "mean_tokens", "distinct_2"))
+    counts = dict.fromkeys(("diverged", "prompts", "identical", "near_ties", "outputs", "loops",
+                            "empty", "truncated", "constraints", "met"), 0)
+    return {**empty, **counts, "name": name, "expect": "passes", "verdict": verdict,
+            "cached_tps": False, "modes": {}, **figures}
+
+
+def test_a_row_formats_every_figure() -> None:
+    m = _row("nf4", "ok, 2 xfail", tps=52.5, vs_ref=2.28, mb=173.2, bits=10.3, kl=0.2901,
+             top1=0.8, div_median=4.0, diverged=35, prompts=41, identical=6, near_ties=2,
+             outputs=41, loops=12, empty=1, adherence=0.44)
+    assert format_row(m) == ["nf4", "52.5", "2.28x", "173", "10.30", "0.290", "0.80",
+                             "4+6=~2", "12/41", "1/41", "44%", "ok, 2 xfail"]
+    assert format_row(_row("x", "ok")) == ["x", *["-"] * (len(COLUMNS) - 2), "ok"]
 
 
 def test_a_configs_row_comes_from_the_worker_that_tested_it() -> None:
@@ -26,8 +45,8 @@ def test_a_configs_row_comes_from_the_worker_that_tested_it() -> None:
                near_ties=["near-tie: nf4 ..."])
     for parts in ([w1, w2], [w2, w1]):
         merged = merge_data(parts, ["baseline", "bf16", "nf4"])
-        assert [r[0] for r in merged["rows"]] == ["baseline", "nf4"]
-        assert merged["rows"][0][-1] == "ok"
+        assert list(merged["configs"]) == ["baseline", "nf4"]
+        assert merged["configs"]["baseline"]["verdict"] == "ok"
         assert (merged["generate_calls"], merged["hits"], merged["workers"]) == (3, 2, 2)
         assert merged["details"] == {"baseline": "d"}
     lines = render(merge_data([w1, w2], ["baseline", "nf4"]))

@@ -1,0 +1,168 @@
+"""The report folder (``--shrink-report DIR``): ``summary.md`` to paste into a pull request and
+a self-contained ``index.html`` with plots, both rendered from :func:`report.summary_data`.
+
+Both are pure functions of that data, so an xdist run renders the merged data exactly like a
+single process would, and tests render them without a model.
+"""
+
+from __future__ import annotations
+
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from shrinktests import svg
+from shrinktests.cache import atomic_write_text
+from shrinktests.report import COLUMNS, format_row
+
+#: regressions shown side by side in summary.md
+WORST = 5
+
+
+def worst_regressions(data: dict[str, Any], n: int = WORST) -> list[tuple[str, dict[str, Any]]]:
+    """The (config, example) pairs that drifted most, one per config, configs expected to
+    break left out (their drift is the point), worst first."""
+    picks = []
+    for name, examples in data["examples"].items():
+        if examples and data["configs"][name]["expect"] != "breaks":
+            picks.append((name, examples[0]))
+    picks.sort(key=lambda p: -(p[1]["kl"] or 0.0))
+    return picks[:n]
+
+
+def _md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (GitHub renders the ``<br>``)."""
+    return escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>") or "&nbsp;"
+
+
+def _where(ex: dict[str, Any]) -> str:
+    if ex["divergence"] is None:
+        return "no divergence in the generated window"
+    tie = " (near-tie)" if ex["near_tie"] else ""
+    return f"first divergence at token {ex['divergence']}{tie}"
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """summary.md: the table, the legend, then the worst regressions side by side."""
+    rows = [format_row(m) for m in data["configs"].values()]
+    failing = [m["name"] for m in data["configs"].values() if m["verdict"].startswith("FAIL")]
+    lines = ["# shrinktests report", "",
+             f"Model `{data['model']}`; {len(rows)} configs; "
+             + (f"**failing: {', '.join(failing)}**" if failing else "no unexpected failures")
+             + ".", "",
+             "| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is the "
+              "median first divergent token (`+N=` prompts identical, `~N` near-ties); loops and "
+              "empty count degenerate outputs; constr is the share of constraints met.", ""]
+    lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
+    worst = worst_regressions(data)
+    if worst:
+        lines += ["", "## Worst regressions", ""]
+    for name, ex in worst:
+        lines += [f"### {name} on {ex['case']}", "",
+                  f"KL {ex['kl']:.3f}, top-1 {ex['top1']:.2f}, {_where(ex)}.", "",
+                  f"> {_md_cell(ex['prompt'])}", "",
+                  f"Common prefix: {_md_cell(ex['prefix'][-200:])}", "",
+                  f"| baseline | {name} |", "|---|---|",
+                  f"| {_md_cell(ex['base'][:600])} | {_md_cell(ex['cand'][:600])} |", ""]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """
+body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1200px; }
+table { border-collapse: collapse; font-size: 13px; }
+th, td { border-bottom: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+td.fail { color: #b00; font-weight: bold; }
+.charts { display: flex; flex-wrap: wrap; gap: 24px; }
+.pair { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+.pair pre { white-space: pre-wrap; background: #f6f6f6; padding: 8px; margin: 0; }
+.prefix { color: #777; }
+mark.base { background: #cde4ff; } mark.cand { background: #ffd6cc; }
+"""
+
+
+def _table_html(data: dict[str, Any]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+    body = []
+    for m in data["configs"].values():
+        cells = format_row(m)
+        cls = ' class="fail"' if m["verdict"].startswith("FAIL") else ""
+        body.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells[:-1])
+                    + f"<td{cls}>{escape(cells[-1])}</td></tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _charts(data: dict[str, Any]) -> list[str]:
+    cfgs = [m for m in data["configs"].values() if m["prompts"]]  # compared configs
+    every = list(data["configs"].values())
+
+    def share(m: dict[str, Any], key: str) -> float | None:
+        return m[key] / m["outputs"] if m["outputs"] else None
+
+    charts = [
+        svg.bars("Mean KL(base‖config), log scale", [(m["name"], m["kl"]) for m in cfgs],
+                 log=True),
+        svg.bars("Top-1 agreement with the baseline", [(m["name"], m["top1"]) for m in cfgs],
+                 fmt=".2f", maximum=1.0, colour="#5b9b5b"),
+        svg.bars("Outputs in a repetition loop (share)",
+                 [(m["name"], share(m, "loops")) for m in every], fmt=".2f", maximum=1.0,
+                 colour="#c0504d"),
+        svg.bars("Empty outputs (share)", [(m["name"], share(m, "empty")) for m in every],
+                 fmt=".2f", maximum=1.0, colour="#8064a2"),
+        svg.bars("Constraint adherence", [(m["name"], m["adherence"]) for m in every],
+                 fmt=".2f", maximum=1.0, colour="#4bacc6"),
+        svg.scatter("Speed vs size", [(m["name"], m["mb"], m["tps"]) for m in every
+                                      if m["mb"] is not None and m["tps"] is not None],
+                    "model MB", "generated tokens/s"),
+    ]
+    timeline = [(name, [(c, d, n) for c, d, n in rows]) for name, rows in data["timeline"].items()
+                if rows]
+    if timeline:
+        charts.append(svg.strip("Where each prompt first left the baseline (green: never; "
+                                "red: at the first token)", timeline))
+    return charts
+
+
+def _example_html(name: str, ex: dict[str, Any]) -> str:
+    prefix = f'<span class="prefix">{escape(ex["prefix"])}</span>'
+    return (f"<h3>{escape(name)} on {escape(ex['case'])}</h3>"
+            f"<p>KL {ex['kl']:.3f}, top-1 {ex['top1']:.2f}, {escape(_where(ex))}. Prompt: "
+            f"<q>{escape(ex['prompt'])}</q></p><div class=\"pair\">"
+            f"<pre><b>baseline</b>\n{prefix}<mark class=\"base\">{escape(ex['base'])}</mark>"
+            f"</pre><pre><b>{escape(name)}</b>\n{prefix}<mark class=\"cand\">"
+            f"{escape(ex['cand'])}</mark></pre></div>")
+
+
+def html(data: dict[str, Any]) -> str:
+    """index.html: one self-contained file (inline CSS and SVG, no scripts, no network)."""
+    examples = "".join(_example_html(name, ex) for name, exs in data["examples"].items()
+                       for ex in exs)
+    details = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
+                      for k, v in data["details"].items())
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<title>shrinktests report</title>", f"<style>{_CSS}</style></head><body>",
+        "<h1>shrinktests report</h1>", f"<p>Model <code>{escape(data['model'])}</code></p>",
+        _table_html(data), f"<ul>{details}</ul>",
+        '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>",
+        "<h2>Continuations side by side</h2>",
+        "<p>Grey: the common prefix; highlighted: each model's text after the first "
+        "divergence. The prompts where each config drifted most.</p>", examples,
+        "</body></html>",
+    ])
+
+
+def write_report(folder: Path, data: dict[str, Any]) -> list[Path]:
+    """Write summary.md, index.html and data.json atomically into ``folder``."""
+    files = {"summary.md": markdown(data), "index.html": html(data),
+             "data.json": json.dumps(data, indent=1, default=str)}
+    out = []
+    for name, text in files.items():
+        path = folder / name
+        atomic_write_text(path, text)
+        out.append(path)
+    return out
