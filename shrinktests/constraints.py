@@ -105,6 +105,11 @@ class ContainsAny(Checker):
     min: int = 1
     case_sensitive: bool = False
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= len(self.values):
+            raise ConfigError("min", f"must be in 1..{len(self.values)} (the number of "
+                              f"values), got {self.min}")
+
     def check(self, text: str) -> Outcome:
         hay = _fold(text, self.case_sensitive)
         found = [v for v in self.values if _fold(v, self.case_sensitive) in hay]
@@ -132,26 +137,16 @@ class Regex(Checker):
 
 @checker
 @dataclass(frozen=True)
-class WordCount(Checker):
-    """The number of whitespace-separated words lies within [min, max]."""
-
-    name: ClassVar[str] = "word_count"
-    min: int = 0
-    max: int = 1_000_000
-
-    def check(self, text: str) -> Outcome:
-        n = len(text.split())
-        return Outcome(self.min <= n <= self.max, f"{n} words (allowed {self.min}..{self.max})")
-
-
-@checker
-@dataclass(frozen=True)
 class StartsWith(Checker):
     """The output, after leading whitespace and Markdown emphasis, starts with ``value``."""
 
     name: ClassVar[str] = "starts_with"
     value: str
     case_sensitive: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.value.strip():
+            raise ConfigError("value", "must not be empty: every answer starts with ''")
 
     def check(self, text: str) -> Outcome:
         head = text.lstrip().lstrip("*_#> ").lstrip()
@@ -186,48 +181,77 @@ def lines(text: str) -> list[str]:
     return [ln.strip() for ln in text.splitlines() if ln.strip()]
 
 
-def _count_outcome(what: str, n: int, lo: int, hi: int) -> Outcome:
-    allowed = str(lo) if lo == hi else f"{lo}..{hi}"
-    return Outcome(lo <= n <= hi, f"{n} {what} (allowed {allowed})")
-
-
-@checker
 @dataclass(frozen=True)
-class SentenceCount(Checker):
-    """The number of sentences lies within [min, max] (``min = max = 3``: exactly three)."""
+class Count(Checker):
+    """Base of the counting checkers: the count of some unit lies within [min, max]
+    (``min = max = 3``: exactly three)."""
 
-    name: ClassVar[str] = "sentence_count"
+    unit: ClassVar[str] = "units"
     min: int = 0
     max: int = 1_000_000
 
+    def __post_init__(self) -> None:
+        if self.min < 0:
+            raise ConfigError("min", f"must be >= 0, got {self.min}")
+        if self.max < self.min:
+            raise ConfigError("max", f"must be >= min ({self.min}), got {self.max}")
+
+    def count(self, text: str) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def check(self, text: str) -> Outcome:
-        return _count_outcome("sentences", len(sentences(text)), self.min, self.max)
+        n = self.count(text)
+        allowed = str(self.min) if self.min == self.max else f"{self.min}..{self.max}"
+        unit = self.unit if n != 1 else self.unit.removesuffix("s")
+        return Outcome(self.min <= n <= self.max, f"{n} {unit} (allowed {allowed})")
 
 
 @checker
 @dataclass(frozen=True)
-class ListItems(Checker):
+class WordCount(Count):
+    """The number of whitespace-separated words lies within [min, max]."""
+
+    name: ClassVar[str] = "word_count"
+    unit: ClassVar[str] = "words"
+
+    def count(self, text: str) -> int:
+        return len(text.split())
+
+
+@checker
+@dataclass(frozen=True)
+class SentenceCount(Count):
+    """The number of sentences (see :func:`sentences`) lies within [min, max]."""
+
+    name: ClassVar[str] = "sentence_count"
+    unit: ClassVar[str] = "sentences"
+
+    def count(self, text: str) -> int:
+        return len(sentences(text))
+
+
+@checker
+@dataclass(frozen=True)
+class ListItems(Count):
     """The number of list items lies within [min, max]; more than ``max`` is an overshoot."""
 
     name: ClassVar[str] = "list_items"
-    min: int = 0
-    max: int = 1_000_000
+    unit: ClassVar[str] = "list items"
 
-    def check(self, text: str) -> Outcome:
-        return _count_outcome("list items", list_items(text), self.min, self.max)
+    def count(self, text: str) -> int:
+        return list_items(text)
 
 
 @checker
 @dataclass(frozen=True)
-class LineCount(Checker):
+class LineCount(Count):
     """The number of non-empty lines lies within [min, max] (a haiku has three)."""
 
     name: ClassVar[str] = "line_count"
-    min: int = 0
-    max: int = 1_000_000
+    unit: ClassVar[str] = "non-empty lines"
 
-    def check(self, text: str) -> Outcome:
-        return _count_outcome("non-empty lines", len(lines(text)), self.min, self.max)
+    def count(self, text: str) -> int:
+        return len(lines(text))
 
 
 # ----------------------------------------------------------------------- structured answers
@@ -299,6 +323,9 @@ def _expression(field: str, source: str) -> None:
         ast.parse(source, mode="eval")
     except SyntaxError as exc:
         raise ConfigError(field, f"not a Python expression: {source!r} ({exc.msg})") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, absurd nesting
+        raise ConfigError(field, f"not a usable Python expression ({type(exc).__name__})"
+                          ) from None
 
 
 @checker
@@ -381,6 +408,10 @@ class JsonKeys(Checker):
 
     name: ClassVar[str] = "json_keys"
     keys: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise ConfigError("keys", "list at least one key")
 
     def check(self, text: str) -> Outcome:
         try:

@@ -85,6 +85,13 @@ def test_failure_details_say_what_was_found() -> None:
     {"check": "handles_empty_input", "function": "not a name"},
     {"check": "json_keys", "keys": "name"},
     {"check": "list_items", "max": "five"},
+    {"check": "word_count", "min": 5, "max": 3},
+    {"check": "sentence_count", "min": -1},
+    {"check": "contains_any", "values": ["a"], "min": 2},
+    {"check": "json_keys", "keys": []},
+    {"check": "starts_with", "value": " "},
+    {"check": "python_call", "call": "-" * 100_000 + "1"},
+    {"check": "python_call", "call": "f()\x00"},
 ])
 def test_bad_checker_parameters_are_config_errors(spec: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):

@@ -85,10 +85,15 @@ def test_real_configs_file_loads() -> None:
     assert cs.get("bf16").expect == "passes"
     # defaults from [settings] are kept and the config's own budgets added
     assert [str(b) for b in cs.get("bf16").budgets] == [
-        "repetition <= 0.35", "min_tokens >= 1", "kl_mean <= 0.05", "top1 >= 0.9",
+        "repetition <= 0.35", "soup <= 0.2", "min_tokens >= 1", "overshoot <= 0",
+        "kl_mean <= 0.05", "top1 >= 0.9",
     ]
-    assert len(cs.get("nf4").known_failures) == 3
-    assert all(p.startswith("test_") for p in cs.get("nf4").known_failures)
+    # the shipped regressions are recorded in snapshots/known_failures.toml, and it loads
+    from shrinktests import accepted
+
+    recorded = accepted.load(SUITES.parent / "snapshots" / accepted.FILE_NAME, cs.names())
+    assert "nf4" in recorded
+    assert all(t.startswith("test_") and "[nf4-" in t for t in recorded["nf4"])
 
 
 def test_real_configs_file_uses_every_method() -> None:
@@ -259,8 +264,7 @@ SUITE_ERRORS: dict[str, tuple[str, list[str]]] = {
     "unknown-checker": (
         _HEAD + _PROMPT + 'checks = [{check = "contain", value = "x"}]\n',
         ["prompt 'hello'", "field 'checks[0].check'", "unknown checker 'contain'",
-         "did you mean 'contains'", "known: contains, contains_any, not_contains, regex, "
-         "word_count"],
+         "did you mean 'contains'", "known: contains, contains_any, handles_empty_input"],
     ),
     "checker-missing-name": (_HEAD + _PROMPT + 'checks = [{value = "x"}]\n',
                              ["field 'checks[0].check'", "unknown checker None"]),
@@ -627,7 +631,8 @@ def test_contains_any_counts_distinct_values_against_min() -> None:
     assert not one.ok
     assert "found 1 of >= 2" in one.detail
     assert build_checker({"check": "contains_any", "values": ["rail", "train"]}).check("Trains").ok
-    assert not build_checker({"check": "contains_any", "values": []}).check("anything").ok
+    with pytest.raises(ConfigError, match="must be in 1..0"):  # no values can never be met
+        build_checker({"check": "contains_any", "values": []})
 
 
 def test_regex_is_a_multiline_search() -> None:
@@ -669,7 +674,7 @@ def test_build_checker_errors_name_the_field() -> None:
     with pytest.raises(ConfigError) as pattern:
         build_checker({"check": "regex", "pattern": "[a-"})
     assert pattern.value.field == "pattern"
-    assert known_checkers() == ["contains", "contains_any", "not_contains", "regex", "word_count"]
+    assert {"contains", "json_keys", "python_call", "word_count"} <= set(known_checkers())
 
 
 def test_checker_describe_lists_its_parameters() -> None:
