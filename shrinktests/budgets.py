@@ -29,12 +29,22 @@ DEGENERATION_METRICS: dict[str, str] = {
     "rep_l": "rep/16: share of tokens already among the 16 before them",
     "distinct_2": "unique token bigrams / token bigrams",
 }
-METRICS: dict[str, str] = {**DRIFT_METRICS, **DEGENERATION_METRICS}
+#: config-level metrics over all prompts (``test_aggregate``); each takes an optional
+#: ``.upper`` / ``.lower`` suffix to bound its confidence interval instead of its value
+AGGREGATE_METRICS: dict[str, str] = {
+    "mean_kl": "mean over prompts of the per-prompt mean KL(base‖config)",
+    "mean_top1": "mean over prompts of the per-prompt top-1 agreement",
+    "adherence_drop": "baseline adherence − config adherence over the same constraints (0..1)",
+    "loop_increase": "config's share of looping outputs − the baseline's (paired)",
+    "empty_increase": "config's share of empty outputs − the baseline's (paired)",
+}
+METRICS: dict[str, str] = {**DRIFT_METRICS, **DEGENERATION_METRICS, **AGGREGATE_METRICS}
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt,
 }
-_PATTERN = re.compile(r"^\s*([a-z_0-9]+)\s*(<=|>=|<|>)\s*([-+0-9.eE]+|inf|-inf)\s*$")
+_PATTERN = re.compile(
+    r"^\s*([a-z_0-9]+(?:\.[a-z]+)?)\s*(<=|>=|<|>)\s*([-+0-9.eE]+|inf|-inf)\s*$")
 
 
 class BudgetError(ValueError):
@@ -75,7 +85,12 @@ def parse_budget(text: str) -> Budget:
         limit = float(number)
     except ValueError:
         raise BudgetError(f"cannot parse budget {text!r}: {number!r} is not a number") from None
-    if metric not in METRICS:
+    base, _, bound = metric.partition(".")
+    if bound and (base not in AGGREGATE_METRICS or bound not in ("upper", "lower")):
+        raise BudgetError(
+            f"cannot parse budget {text!r}: only aggregate metrics "
+            f"({', '.join(AGGREGATE_METRICS)}) take a .upper or .lower bound")
+    if base not in METRICS:
         close = difflib.get_close_matches(metric, list(METRICS), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise BudgetError(

@@ -38,7 +38,7 @@ accepted_key = pytest.StashKey["Accepted"]()
 #: next, so its degeneration and constraint tests are non-strict xfails.
 STRICT_BREAK_TESTS = ("test_drift",)
 #: the test kinds that judge behaviour (throughput of a broken config is still measured)
-BEHAVIOUR_TESTS = ("test_drift", "test_degeneration", "test_constraint")
+BEHAVIOUR_TESTS = ("test_drift", "test_degeneration", "test_constraint", "test_aggregate")
 #: pytest-benchmark options that mean "I want benchmark numbers": they switch
 #: test_throughput on, as --shrink-bench does
 _BENCH_OPTIONS = ("benchmark_only", "benchmark_save", "benchmark_autosave",
@@ -206,7 +206,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = get_session(metafunc.config)
     if "shrink_config" in names:
         configs = session.configs.names()
-        if metafunc.function.__name__ == "test_drift":
+        if metafunc.function.__name__ in ("test_drift", "test_aggregate"):
             configs = [c for c in configs if c != session.configs.reference]
         metafunc.parametrize("shrink_config", configs, indirect=True, scope="session")
     if "shrink_check" in names:

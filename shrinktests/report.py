@@ -7,6 +7,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.checks import Degeneration, median
+from shrinktests.stats import significant
 
 if TYPE_CHECKING:
     from shrinktests.session import ConfigRun, ShrinkSession
@@ -196,8 +197,14 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         f"baseline's top-2 margin is {d.base_margin:.3f}: machine-dependent, not counted as drift"
         for config, run in session.runs.items() for case_id, d in run.drift.items()
         if d.near_tie]
+    aggregates = {n: {k: [e.value, e.low, e.high, e.p, significant(e)]
+                      for k, e in session.runs[n].aggregate.items()}
+                  for n in names if session.runs[n].aggregate}
+    judged = [f"{n}: {j.describe()}" for n in names for j in session.runs[n].judgements]
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
+        "aggregates": aggregates, "judgements": judged,
+        "level": session.configs.confidence,
         "examples": {n: _examples(session, n) for n in names},
         "timeline": {n: _timeline(session, n) for n in names},
         "cached_timings": any(r.cached_timings for r in session.runs.values()),
@@ -220,6 +227,10 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
     names = [n for n in order if n in owner]
     return {
         "configs": {n: owner[n]["configs"][n] for n in names},
+        "aggregates": {n: owner[n]["aggregates"][n] for n in names
+                       if n in owner[n]["aggregates"]},
+        "judgements": sorted({line for p in parts for line in p["judgements"]}),
+        "level": parts[0]["level"] if parts else 0.95,
         "examples": {n: owner[n]["examples"][n] for n in names},
         "timeline": {n: owner[n]["timeline"][n] for n in names},
         "tested": sorted({n for p in parts for n in p["tested"]}),
@@ -233,6 +244,34 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
         "bench": {k: v for p in parts for k, v in p["bench"].items()},
         "workload": parts[0]["workload"] if parts else "",
     }
+
+
+STATS_COLUMNS = ("config", "mean KL [CI]", "top-1 [CI]", "loops +pts [CI]",
+                 "adherence -pts [CI]")
+
+
+def _p(p: float | None) -> str:
+    return "" if p is None else " p<.001" if p < 0.001 else f" p={p:.2g}"
+
+
+def _interval(a: list[Any], fmt: str, scale: float = 1.0) -> str:
+    v, lo, hi, p, sig = a
+    text = f"{scale * v:{fmt}} [{scale * lo:{fmt}},{scale * hi:{fmt}}]{_p(p)}"
+    return text if sig or p is None else text + " noise"
+
+
+def stats_rows(aggregates: dict[str, dict[str, list[Any]]]) -> list[list[str]]:
+    """One row per config: each aggregate with its interval; paired rate changes in
+    percentage points with McNemar's p, marked "noise" when not significant."""
+    rows = []
+    for name, a in aggregates.items():
+        rows.append([name,
+                     _interval(a["mean_kl"], ".3f") if "mean_kl" in a else "-",
+                     _interval(a["mean_top1"], ".2f") if "mean_top1" in a else "-",
+                     _interval(a["loop_increase"], "+.0f", 100) if "loop_increase" in a else "-",
+                     _interval(a["adherence_drop"], "+.0f", 100)
+                     if "adherence_drop" in a else "-"])
+    return rows
 
 
 BENCH_COLUMNS = ("config", "prompt tok/s", "gen tok/s", "vs ref", "load+comp s", "peak RSS MB",
@@ -261,6 +300,13 @@ def render(data: dict[str, Any]) -> list[str]:
         lines.append("* speed measured when the cached result was generated (earlier run); "
                      "use --shrink-cache none to measure now.")
     lines += data["near_ties"]
+    if data.get("aggregates"):
+        lines.append("")
+        lines.append(f"config vs baseline over all prompts, {100 * data['level']:.0f}% intervals "
+                     "(bootstrap over prompts; rates paired, exact McNemar p; noise: not "
+                     "significant):")
+        lines += format_table(stats_rows(data["aggregates"]), STATS_COLUMNS)
+        lines += data["judgements"]
     if data["bench"]:
         lines.append("")
         lines.append(f"throughput (pytest-benchmark, fixed workload: {data['workload']}; "

@@ -14,7 +14,7 @@ from typing import Any
 
 from shrinktests import svg
 from shrinktests.cache import atomic_write_text
-from shrinktests.report import COLUMNS, format_row
+from shrinktests.report import COLUMNS, STATS_COLUMNS, format_row, stats_rows
 
 #: regressions shown side by side in summary.md
 WORST = 5
@@ -57,6 +57,15 @@ def markdown(data: dict[str, Any]) -> str:
     lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is the "
               "median first divergent token (`+N=` prompts identical, `~N` near-ties); loops and "
               "empty count degenerate outputs; constr is the share of constraints met.", ""]
+    if data.get("aggregates"):
+        lines += [f"Against the baseline over all prompts, {100 * data['level']:.0f}% intervals "
+                  "(bootstrap over prompts; loops and adherence in percentage points, paired, "
+                  "with exact McNemar p; *noise*: not significant):", "",
+                  "| " + " | ".join(STATS_COLUMNS) + " |",
+                  "|---" + "|---:" * (len(STATS_COLUMNS) - 1) + "|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |"
+                  for r in stats_rows(data["aggregates"])]
+        lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
     lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
     worst = worst_regressions(data)
     if worst:
@@ -85,12 +94,11 @@ mark.base { background: #cde4ff; } mark.cand { background: #ffd6cc; }
 """
 
 
-def _table_html(data: dict[str, Any]) -> str:
-    head = "".join(f"<th>{escape(c)}</th>" for c in COLUMNS)
+def _table_html(header: tuple[str, ...], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(c)}</th>" for c in header)
     body = []
-    for m in data["configs"].values():
-        cells = format_row(m)
-        cls = ' class="fail"' if m["verdict"].startswith("FAIL") else ""
+    for cells in rows:
+        cls = ' class="fail"' if cells[-1].startswith("FAIL") else ""
         body.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells[:-1])
                     + f"<td{cls}>{escape(cells[-1])}</td></tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -137,6 +145,16 @@ def _example_html(name: str, ex: dict[str, Any]) -> str:
             f"{escape(ex['cand'])}</mark></pre></div>")
 
 
+def _stats_html(data: dict[str, Any]) -> list[str]:
+    if not data.get("aggregates"):
+        return []
+    notes = "".join(f"<li>{escape(line)}</li>" for line in data["judgements"])
+    return [f"<h2>Against the baseline, {100 * data['level']:.0f}% intervals</h2>",
+            "<p>Bootstrap over prompts; loops and adherence in percentage points, paired, with "
+            "exact McNemar p; <i>noise</i>: not significant.</p>",
+            _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
+
+
 def html(data: dict[str, Any]) -> str:
     """index.html: one self-contained file (inline CSS and SVG, no scripts, no network)."""
     examples = "".join(_example_html(name, ex) for name, exs in data["examples"].items()
@@ -147,7 +165,8 @@ def html(data: dict[str, Any]) -> str:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>shrinktests report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>shrinktests report</h1>", f"<p>Model <code>{escape(data['model'])}</code></p>",
-        _table_html(data), f"<ul>{details}</ul>",
+        _table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
+        f"<ul>{details}</ul>", *_stats_html(data),
         '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>",
         "<h2>Continuations side by side</h2>",
         "<p>Grey: the common prefix; highlighted: each model's text after the first "

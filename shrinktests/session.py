@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from shrinktests.cache import DiskCache, cache_key
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.constraints import Outcome
 from shrinktests.engine import (
     ZERO_TIMINGS,
     DecodingSettings,
@@ -37,6 +38,8 @@ from shrinktests.variant import Variant, VariantStats, build_variant
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+    from shrinktests.aggregate import PromptOutcome
 
 SNAPSHOT_FORMAT = 1
 
@@ -80,6 +83,9 @@ class ConfigRun:
     constraints: dict[tuple[str, int], bool] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error: str | None = None
+    #: aggregate metric -> stats.Estimate, and the judged aggregate budgets (test_aggregate)
+    aggregate: dict[str, Any] = field(default_factory=dict)
+    judgements: list[Any] = field(default_factory=list)
     #: timings come from a cached generation (measured in an earlier run)
     cached_timings: bool = False
 
@@ -100,6 +106,7 @@ class ShrinkSession:
         #: the extra_info of each benchmarked config, for the summary's throughput table
         self.bench_info: dict[str, dict[str, Any]] = {}
         self.generate_calls = 0
+        self._checked: dict[tuple[str, str, int], Outcome] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -313,6 +320,40 @@ class ShrinkSession:
                 self.cache.put("teacher-forced", key, cached)
             self._tf[mem] = cached
         return self._tf[mem]
+
+    def constraint(self, name: str, case: Case, index: int) -> Outcome:
+        """Check ``index`` of the prompt on config ``name``'s output, once per run (code
+        checks start a sandboxed interpreter, so they are not repeated for the report)."""
+        key = (name, case.id, index)
+        if key not in self._checked:
+            text = self.generation(name, case).text
+            self._checked[key] = case.prompt.checks[index].check(text)
+        return self._checked[key]
+
+    def prompt_outcomes(self, name: str) -> list[PromptOutcome]:
+        """Per prompt of every suite: drift, loops, silence and constraints met, for the
+        baseline and config ``name`` (judged with ``name``'s budgets), for the aggregates."""
+        from shrinktests.aggregate import PromptOutcome
+        from shrinktests.checks import degeneration
+
+        budgets = self.configs.get(name).budgets
+        out = []
+        for suite in self.options.suites:
+            tfs = self.teacher_forced(name, suite)
+            for prompt, tf in zip(suite.prompts, tfs, strict=True):
+                case = Case(suite, prompt)
+                base = degeneration(self.generation(self.reference.name, case), budgets,
+                                    prompt.max_items)
+                cand = degeneration(self.generation(name, case), budgets, prompt.max_items)
+                n = range(len(prompt.checks))
+                out.append(PromptOutcome(
+                    kl=tf.kl_mean, top1=tf.top1,
+                    base_loop="repetition loop" in base.modes,
+                    cand_loop="repetition loop" in cand.modes,
+                    base_empty="silence" in base.modes, cand_empty="silence" in cand.modes,
+                    base_met=tuple(self.constraint(self.reference.name, case, i).ok for i in n),
+                    cand_met=tuple(self.constraint(name, case, i).ok for i in n)))
+        return out
 
     def decode(self, ids: tuple[int, ...] | list[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))

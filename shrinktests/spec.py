@@ -220,6 +220,8 @@ class ConfigSet:
     near_tie_epsilon: float
     configs: tuple[CompressionConfig, ...]
     benchmark: BenchSettings = BenchSettings()
+    #: level of the intervals and tests of the aggregate comparisons (0.95: 95 %)
+    confidence: float = 0.95
 
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
@@ -232,7 +234,7 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
-_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark"}
+_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark", "confidence"}
 
 
 def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
@@ -259,6 +261,9 @@ def load_configs(path: Path) -> ConfigSet:
     eps = settings.get("near_tie_epsilon", 0.02)
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
         raise SpecError(path, "[settings]", "near_tie_epsilon", f"must be in [0, 1), got {eps!r}")
+    level = settings.get("confidence", 0.95)
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.5 <= level < 1:
+        raise SpecError(path, "[settings]", "confidence", f"must be in [0.5, 1), got {level!r}")
     raw_configs = data.get("config", [])
     if not isinstance(raw_configs, list) or not raw_configs:
         raise SpecError(path, "", "config", "needs at least one [[config]]")
@@ -336,4 +341,4 @@ def load_configs(path: Path) -> ConfigSet:
         bench = coerce_dataclass(BenchSettings, bench_raw)
     except ConfigError as exc:
         raise SpecError(path, "[settings]", f"benchmark.{exc.field}", exc.problem) from None
-    return ConfigSet(path, reference, float(eps), tuple(configs), bench)
+    return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level))

@@ -105,13 +105,13 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
     s = shrink_session
     case, index = shrink_check
     checker = case.prompt.checks[index]
-    outcome = checker.check(s.generation(shrink_config, case).text)
+    outcome = s.constraint(shrink_config, case, index)
     s.runs[shrink_config].constraints[(case.id, index)] = outcome.ok
     if outcome.ok:
         return
     if shrink_config == s.reference.name:
         pytest.xfail(f"baseline misses {checker.describe()}: {outcome.detail}")
-    base = checker.check(s.generation(s.reference.name, case).text)
+    base = s.constraint(s.reference.name, case, index)
     if not base.ok:
         pytest.xfail(f"baseline misses {checker.describe()} too: {base.detail}")
     pytest.fail(
@@ -122,6 +122,24 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
                               shrink_config, s.generation(shrink_config, case).text),
         pytrace=False,
     )
+
+
+def test_aggregate(shrink_session: ShrinkSession, shrink_config: str) -> None:
+    """Config-level comparison with the baseline over every prompt of every suite, with
+    intervals; the config's aggregate budgets (``adherence_drop <= 0.1``,
+    ``mean_kl.upper <= 0.5``, ...) are judged so that noise alone never fails."""
+    from shrinktests.aggregate import estimates, judge
+
+    s = shrink_session
+    found = estimates(s.prompt_outcomes(shrink_config), s.configs.confidence)
+    judged = judge(s.configs.get(shrink_config).budgets, found)
+    run = s.runs[shrink_config]
+    run.aggregate, run.judgements = found, judged
+    failed = [j for j in judged if j.verdict == "fails"]
+    if failed:
+        pytest.fail(f"config {shrink_config!r} breaks its aggregate budgets over "
+                    f"{sum(len(x.prompts) for x in s.options.suites)} prompts:\n"
+                    + "\n".join(j.describe() for j in judged), pytrace=False)
 
 
 def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark: Any) -> None:

@@ -11,7 +11,8 @@ def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
           **extra: Any) -> dict[str, Any]:
     return {"configs": {m["name"]: m for m in rows}, "tested": tested,
             "examples": {m["name"]: [] for m in rows}, "timeline": {m["name"]: [] for m in rows},
-            "details": extra.get("details", {}),
+            "details": extra.get("details", {}), "aggregates": extra.get("aggregates", {}),
+            "judgements": [], "level": 0.95,
             "near_ties": extra.get("near_ties", []), "cached_timings": False,
             "model": "M@1", "generate_calls": calls, "hits": 1, "misses": 2, "workers": 1,
             "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens"}
@@ -66,3 +67,15 @@ def test_render_adds_the_throughput_table_when_benchmarks_ran() -> None:
     assert lines[at + 3].split() == ["nf4", "300.0", "40.0", "1.50x", "2.0", "900", "173",
                                      "10.30"]
     assert render(_part([], [], 0)) == []
+
+
+def test_the_statistics_table_marks_noise() -> None:
+    aggregates = {"nf4": {"mean_kl": [0.29, 0.21, 0.38, None, True],
+                          "mean_top1": [0.8, 0.75, 0.85, None, True],
+                          "loop_increase": [0.27, 0.12, 0.41, 0.0002, True],
+                          "adherence_drop": [0.03, -0.05, 0.1, 0.55, False]}}
+    lines = render(_part([_row("nf4", "ok")], ["nf4"], 1, aggregates=aggregates))
+    row = next(ln for ln in lines if ln.startswith("nf4 ") and "[" in ln)
+    assert "0.290 [0.210,0.380]" in row
+    assert "+27 [+12,+41] p<.001" in row
+    assert "+3 [-5,+10] p=0.55 noise" in row

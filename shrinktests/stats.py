@@ -1,0 +1,114 @@
+"""Uncertainty for config-vs-baseline comparisons: pure functions, fixed seeds.
+
+Every comparison shrinktests makes is *paired*: the config and the baseline answer the same
+prompts, so per-prompt (or per-constraint) differences carry the signal and the prompt-to-prompt
+spread cancels. With 30-odd prompts, "16.7 % vs 13.3 % adherence" (seed 002) is noise; these
+functions say so with numbers:
+
+- :func:`wilson` — Wilson score interval of a rate k/n (loops /N, empty /N);
+- :func:`bootstrap_mean` — percentile bootstrap interval of a mean of per-prompt values (KL,
+  top-1, differences), resampling prompts with a fixed seed so reports are reproducible;
+- :func:`mcnemar` — exact two-sided McNemar test on discordant pass/fail pairs (a constraint
+  met by the baseline only, or by the config only).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from statistics import NormalDist
+
+import numpy as np
+
+BOOTSTRAP_SAMPLES = 2000
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its interval at ``level`` (and a p-value where one is tested)."""
+
+    value: float
+    low: float
+    high: float
+    level: float
+    p: float | None = None
+
+    def beyond(self, op: str, limit: float) -> bool:
+        """The whole interval breaks ``value op limit``: the violation is not noise."""
+        if op in ("<=", "<"):
+            return self.low > limit if op == "<=" else self.low >= limit
+        return self.high < limit if op == ">=" else self.high <= limit
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial rate ``k / n``; (0, 1) when ``n == 0``."""
+    if not 0 <= k <= n:
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def bootstrap_mean(values: Sequence[float], level: float = 0.95,
+                   samples: int = BOOTSTRAP_SAMPLES, seed: int = SEED) -> Estimate:
+    """Mean of ``values`` with a percentile bootstrap interval (resampling the values).
+
+    For a paired comparison pass the per-prompt differences. One value gives a zero-width
+    interval; none raises ``ValueError``.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no values to estimate a mean from")
+    mean = float(x.mean())
+    if x.size == 1 or np.all(x == x[0]):
+        return Estimate(mean, mean, mean, level)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(samples, x.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    # the percentile interval always brackets the sample mean up to float rounding; make it so
+    return Estimate(mean, min(float(low), mean), max(float(high), mean), level)
+
+
+def mcnemar(only_first: int, only_second: int) -> float:
+    """Exact two-sided McNemar p-value from the two discordant counts.
+
+    Under "no difference" each discordant pair is a fair coin, so the p-value is twice the
+    binomial tail of the smaller count (capped at 1). No discordant pairs: p = 1.
+    """
+    if only_first < 0 or only_second < 0:
+        raise ValueError("counts must be >= 0")
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    k = min(only_first, only_second)
+    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)  # exact for any n
+    return min(1.0, float(2 * tail))
+
+
+def paired_rate_change(base: Sequence[bool], cand: Sequence[bool],
+                       level: float = 0.95) -> Estimate:
+    """Change of a rate (cand − base) over paired outcomes, with a bootstrap interval of the
+    mean paired difference and McNemar's p. Positive: the config has more of them."""
+    if len(base) != len(cand):
+        raise ValueError(f"unpaired outcomes: {len(base)} vs {len(cand)}")
+    diffs = [float(c) - float(b) for b, c in zip(base, cand, strict=True)]
+    est = bootstrap_mean(diffs, level) if diffs else Estimate(0.0, 0.0, 0.0, level)
+    only_base = sum(1 for b, c in zip(base, cand, strict=True) if b and not c)
+    only_cand = sum(1 for b, c in zip(base, cand, strict=True) if c and not b)
+    return Estimate(est.value, est.low, est.high, level, mcnemar(only_base, only_cand))
+
+
+def significant(est: Estimate) -> bool:
+    """Whether a difference is distinguishable from noise at the estimate's level: its
+    McNemar p is below 1 − level where tested, else its interval excludes zero."""
+    if est.p is not None:
+        return est.p < 1 - est.level
+    return est.low > 0 or est.high < 0
