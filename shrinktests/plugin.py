@@ -82,6 +82,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shrink-bench", action="store_true", default=False,
                     help="run the throughput benchmarks (test_throughput) too; also on with "
                          "--benchmark-only/-save/-autosave/-compare/-json")
+    group.addoption("--shrink-reference", choices=("auto", "stored", "live"), default="auto",
+                    help="baseline distributions: 'stored' (the top-k file beside the "
+                         "snapshots; the baseline model is never loaded), 'live' (run it), "
+                         "'auto' (stored when the file matches this run; default)")
     group.addoption("--shrink-report", metavar="DIR", default=None,
                     help="write summary.md (for a pull request), index.html (plots) and "
                          "data.json into DIR")
@@ -155,7 +159,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(recorder, "shrinktests-accept")
     config.stash[session_key] = ShrinkSession(SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=threads,
-        snapshot_dir=snapshots,
+        snapshot_dir=snapshots, reference=config.getoption("shrink_reference"),
+        record=bool(getattr(config.option, "update_snapshots", False)),
     ))
 
 

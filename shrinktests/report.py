@@ -204,6 +204,8 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
         "aggregates": aggregates, "judgements": judged,
+        "reference": [f"reference for {suite}: {note}"
+                      for suite, note in session.reference_notes.items()],
         "level": session.configs.confidence,
         "examples": {n: _examples(session, n) for n in names},
         "timeline": {n: _timeline(session, n) for n in names},
@@ -230,6 +232,7 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
         "aggregates": {n: owner[n]["aggregates"][n] for n in names
                        if n in owner[n]["aggregates"]},
         "judgements": sorted({line for p in parts for line in p["judgements"]}),
+        "reference": sorted({line for p in parts for line in p.get("reference", [])}),
         "level": parts[0]["level"] if parts else 0.95,
         "examples": {n: owner[n]["examples"][n] for n in names},
         "timeline": {n: owner[n]["timeline"][n] for n in names},
@@ -300,6 +303,7 @@ def render(data: dict[str, Any]) -> list[str]:
         lines.append("* speed measured when the cached result was generated (earlier run); "
                      "use --shrink-cache none to measure now.")
     lines += data["near_ties"]
+    lines += data.get("reference", [])
     if data.get("aggregates"):
         lines.append("")
         lines.append(f"config vs baseline over all prompts, {100 * data['level']:.0f}% intervals "

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from shrinktests.aggregate import PromptOutcome
+    from shrinktests.reference import StoredReference
 
 SNAPSHOT_FORMAT = 1
 
@@ -70,6 +71,11 @@ class SessionOptions:
     cache_dir: Path | None
     threads: int
     snapshot_dir: Path
+    #: where the baseline's distributions come from: "live" (run the reference model),
+    #: "stored" (the top-k file beside the snapshots) or "auto" (stored when it matches)
+    reference: str = "auto"
+    #: --snapshot-update: record the baseline live and write the stored reference
+    record: bool = False
 
 
 @dataclass
@@ -107,6 +113,10 @@ class ShrinkSession:
         self.bench_info: dict[str, dict[str, Any]] = {}
         self.generate_calls = 0
         self._checked: dict[tuple[str, str, int], Outcome] = {}
+        self._stored: dict[str, StoredReference | None] = {}
+        self._recorded: set[str] = set()
+        #: why each suite uses a live reference in auto mode, or what was recorded
+        self.reference_notes: dict[str, str] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -266,9 +276,106 @@ class ShrinkSession:
             "decoding": self.settings(suite).key(),
         })
 
+    # ------------------------------------------------------------------ stored reference
+
+    def reference_path(self, suite: Suite) -> Path:
+        return self.options.snapshot_dir / "reference" / f"{suite.name}.safetensors"
+
+    def _reference_header(self, suite: Suite, k: int) -> dict[str, Any]:
+        from shrinktests.reference import FORMAT, tokenizer_hash
+
+        tok = self.tokenizer
+        return {
+            "format": FORMAT, "model": self.source.fingerprint,
+            "reference": self._config_fp(self.reference.name),
+            "tokenizer": tokenizer_hash(tok.get_vocab(), tok.all_special_tokens),
+            "decoding": self.settings(suite).key(),
+            "prompts": cache_key("prompts", {"ids": self._prompt_ids(suite)}), "k": k,
+        }
+
+    def stored_reference(self, suite: Suite) -> StoredReference | None:
+        """The suite's stored baseline distributions, when this run should use them.
+
+        ``auto`` uses the file only when everything matches (else notes why and runs the
+        baseline live); ``stored`` requires it, and tolerates another model fingerprint as
+        long as tokenizer, prompts and decoding match (a candidate checkpoint gated against
+        the recorded baseline).
+        """
+        from shrinktests.reference import ReferenceMismatch, load
+
+        mode = self.options.reference
+        if mode == "live" or self.options.record:
+            return None
+        if suite.name not in self._stored:
+            path = self.reference_path(suite)
+            ref: StoredReference | None = None
+            if not path.exists():
+                if mode == "stored":
+                    raise ReferenceMismatch(f"{path}: no stored reference; record one with "
+                                            "pytest suites/ --snapshot-update")
+                self.reference_notes[suite.name] = "live (no stored reference)"
+            else:
+                ref = load(path)
+                try:
+                    ref.check(self._reference_header(suite, int(ref.header.get("k", 0))),
+                              strict_model=mode == "auto")
+                except ReferenceMismatch as exc:
+                    if mode == "stored":
+                        raise
+                    self.reference_notes[suite.name] = f"live ({exc})"
+                    ref = None
+            if ref is not None:
+                self.reference_notes[suite.name] = (
+                    f"stored ({ref.size / 1024:.0f} KB, {ref.tokens} tokens, top-"
+                    f"{ref.header['k']})")
+            self._stored[suite.name] = ref
+        return self._stored[suite.name]
+
+    def record_reference(self, suite: Suite, k: int | None = None) -> Path:
+        """Write the suite's stored reference from the live baseline (--snapshot-update);
+        once per suite and run."""
+        from shrinktests.reference import PromptReference, save, top_k
+
+        if suite.name in self._recorded:
+            return self.reference_path(suite)
+        self._recorded.add(suite.name)
+        k = k or self.configs.reference_top_k
+        mass = self.configs.reference_mass
+        base = self.generations(self.reference.name, suite)
+        logps = continuation_logprobs(self.variant(self.reference.name).model,
+                                      self.tokenizer.pad_token_id,
+                                      [g.prompt_ids for g in base], [g.token_ids for g in base])
+        prompts = []
+        for g, lp in zip(base, logps, strict=True):
+            ids, logp, counts, rest = top_k(lp, k, mass)
+            prompts.append(PromptReference(g.prompt_ids, g.token_ids, g.text, g.finished, ids,
+                                           logp, counts, rest))
+        path = self.reference_path(suite)
+        size = save(path, {**self._reference_header(suite, k), "mass": mass}, prompts)
+        tokens = sum(len(g.token_ids) for g in base)
+        self.reference_notes[suite.name] = (
+            f"recorded {path} ({size / 1024:.0f} KB for {tokens} tokens, "
+            f"{size / 1024 / max(tokens, 1) * 1000:.0f} KB per 1k tokens)")
+        return path
+
+    def _stored_generations(self, ref: StoredReference) -> list[Generation]:
+        gens = []
+        for p in ref.prompts:
+            ids, logp = p.top(5)
+            gens.append(Generation(prompt_ids=p.prompt_ids, token_ids=p.token_ids, text=p.text,
+                                   finished=p.finished, top_ids=ids, top_logprobs=logp))
+        return gens
+
+    # ------------------------------------------------------------------ generation
+
     def generations(self, name: str, suite: Suite) -> list[Generation]:
-        """All of a suite's continuations under config ``name``: generated once, then cached."""
+        """All of a suite's continuations under config ``name``: generated once, then cached
+        (the reference's come from the stored reference when one is used)."""
         mem = (name, suite.name)
+        if name == self.reference.name and mem not in self._generations:
+            stored = self.stored_reference(suite)
+            if stored is not None:
+                self._generations[mem] = self._stored_generations(stored)
         if mem not in self._generations:
             key = self._gen_key(name, suite)
             cached = self.cache.get("generation", key)
@@ -297,12 +404,17 @@ class ShrinkSession:
         mem = (name, suite.name)
         if mem not in self._tf:
             base = self.generations(self.reference.name, suite)
+            stored = self.stored_reference(suite)
             key = cache_key("teacher-forced", {
                 "gen": self._gen_key(self.reference.name, suite),
                 "config": self._config_fp(name),
                 "model": self.source.fingerprint,
+                "reference": f"stored:{stored.header['k']}" if stored else "live",
             })
             cached = self.cache.get("teacher-forced", key)
+            if cached is None and stored is not None:
+                cached = self._teacher_forced_stored(name, stored)
+                self.cache.put("teacher-forced", key, cached)
             if cached is None:
                 prompts = [g.prompt_ids for g in base]
                 conts = [g.token_ids for g in base]
@@ -320,6 +432,19 @@ class ShrinkSession:
                 self.cache.put("teacher-forced", key, cached)
             self._tf[mem] = cached
         return self._tf[mem]
+
+    def _teacher_forced_stored(self, name: str, stored: StoredReference) -> list[TeacherForced]:
+        from shrinktests.reference import teacher_forced_stored
+
+        try:
+            cand_lp = continuation_logprobs(
+                self.variant(name).model, self.tokenizer.pad_token_id,
+                [p.prompt_ids for p in stored.prompts], [p.token_ids for p in stored.prompts])
+        except Exception as exc:
+            self._failed[name] = exc
+            self._raise_failure(name)
+        return [teacher_forced_stored(p, lp) for p, lp in zip(stored.prompts, cand_lp,
+                                                              strict=True)]
 
     def constraint(self, name: str, case: Case, index: int) -> Outcome:
         """Check ``index`` of the prompt on config ``name``'s output, once per run (code

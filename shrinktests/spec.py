@@ -222,6 +222,10 @@ class ConfigSet:
     benchmark: BenchSettings = BenchSettings()
     #: level of the intervals and tests of the aggregate comparisons (0.95: 95 %)
     confidence: float = 0.95
+    #: stored reference: at most this many baseline tokens per step, fewer once they hold
+    #: ``reference_mass`` of the probability (see shrinktests.reference)
+    reference_top_k: int = 32
+    reference_mass: float = 1.0
 
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
@@ -234,7 +238,8 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
-_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark", "confidence"}
+_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark", "confidence",
+                  "reference_top_k", "reference_mass"}
 
 
 def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
@@ -341,4 +346,12 @@ def load_configs(path: Path) -> ConfigSet:
         bench = coerce_dataclass(BenchSettings, bench_raw)
     except ConfigError as exc:
         raise SpecError(path, "[settings]", f"benchmark.{exc.field}", exc.problem) from None
-    return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level))
+    top = settings.get("reference_top_k", 32)
+    if isinstance(top, bool) or not isinstance(top, int) or not 2 <= top <= 4096:
+        raise SpecError(path, "[settings]", "reference_top_k",
+                        f"must be an integer in 2..4096, got {top!r}")
+    mass = settings.get("reference_mass", 1.0)
+    if isinstance(mass, bool) or not isinstance(mass, int | float) or not 0.5 <= mass <= 1:
+        raise SpecError(path, "[settings]", "reference_mass", f"must be in [0.5, 1], got {mass!r}")
+    return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level), top,
+                     float(mass))

@@ -21,6 +21,8 @@ def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
     # compared explicitly: this module is not assertion-rewritten, so a bare `assert ==`
     # would lose syrupy's diff
     s = shrink_session
+    if s.options.record:
+        s.record_reference(shrink_case.suite)
     current = s.snapshot_text(shrink_case)
     if shrink_snapshot != current:
         recalled = shrink_snapshot.executions[shrink_snapshot.num_executions - 1].recalled_data
