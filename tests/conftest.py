@@ -7,6 +7,7 @@ import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -70,6 +71,19 @@ def fresh_cache(tmp_path: Path, model_cache: Path) -> Path:
 
 
 ProjectMaker = Callable[..., pytest.Pytester]
+T = TypeVar("T")
+
+
+def load_or_spec_error(loader: Callable[[Path], T], path: Path) -> T | None:
+    """A parser fed a fuzzed file: its result, or None once the error is checked to be a
+    SpecError that names the file (any other exception fails the calling test)."""
+    from shrinktests.spec import SpecError
+
+    try:
+        return loader(path)
+    except SpecError as exc:
+        assert str(exc).startswith(str(path))
+        return None
 
 
 @pytest.fixture

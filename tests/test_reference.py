@@ -20,7 +20,7 @@ from shrinktests.reference import (
     teacher_forced_stored,
     top_k,
 )
-from tests.conftest import ProjectMaker
+from tests.conftest import TWO_CONFIGS, ProjectMaker
 
 
 def _pair(seed: int, t: int = 12, v: int = 300, noise: float = 0.4) -> tuple[np.ndarray, ...]:
@@ -118,22 +118,9 @@ def test_a_tokenizer_mismatch_is_a_clear_error(tmp_path: Path) -> None:
         load(tmp_path / "junk.safetensors")
 
 
-Q4 = """
-[settings]
-reference = "baseline"
-budgets = ["repetition <= 0.9"]
-
-[[config]]
-name = "baseline"
-method = "dtype"
-dtype = "float32"
-
-[[config]]
-name = "q4"
-method = "blockwise"
-bits = 4
-block_size = 64
-"""
+Q4 = TWO_CONFIGS.replace(
+    'name = "bf16"\nmethod = "dtype"\ndtype = "bfloat16"\nbudgets = ["kl_mean <= 0.05"]',
+    'name = "q4"\nmethod = "blockwise"\nbits = 4\nblock_size = 64')
 
 
 def test_stored_reference_gates_without_the_baseline_and_matches_live(
