@@ -30,5 +30,5 @@ test: install
 	$(PY) -m pytest tests/ $(ARGS)
 
 lint: install
-	$(PY) -m ruff check shrinktests tests suites conftest.py
+	$(PY) -m ruff check shrinktests tests suites conftest.py benchmarks
 	$(PY) -m mypy
