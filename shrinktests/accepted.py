@@ -11,6 +11,7 @@ file to be refreshed. The file is reviewed as a diff in pull requests.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -72,7 +73,7 @@ def render(accepted: Accepted) -> str:
     for config, tests in accepted.items():
         lines += ["", f"[{_key(config)}]", "tests = ["]
         for name, why in tests.items():
-            comment = f"  # {why[:110]}" if why else ""
+            comment = f"  # {why[:120]}" if why else ""
             lines.append(f"  {_string(name)},{comment}")
         lines.append("]")
     return "\n".join(lines) + "\n"
@@ -91,9 +92,22 @@ def _key(s: str) -> str:
     return s if bare else _string(s)
 
 
+_BOILERPLATE = [  # what the test name already says, so the comment keeps what was found
+    (re.compile(r"^config '[^']*' lost a constraint the baseline meets on \S+: "), "lost "),
+    (re.compile(r"^drift of config '[^']*' on \S+ exceeds its budget: "), "drift: "),
+    (re.compile(r" in config '[^']*' on \S+: "), ": "),
+    (re.compile(r"^config '[^']*' breaks its aggregate budgets over "), "aggregate over "),
+    (re.compile(r", case_sensitive=False"), ""),
+]
+
+
 def first_line(text: str) -> str:
-    """The first non-empty line of a failure report, one line, for the comment."""
+    """The first non-empty line of a failure report, one line, without the parts the test
+    name repeats (config, prompt), for the comment."""
     for line in text.splitlines():
         if line.strip():
-            return " ".join(line.split())
+            short = " ".join(line.split())
+            for pattern, repl in _BOILERPLATE:
+                short = pattern.sub(repl, short)
+            return short
     return ""

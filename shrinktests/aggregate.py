@@ -7,7 +7,8 @@ worse everywhere. Because 30-odd prompts are few, each aggregate comes with its 
 
 - ``adherence_drop <= 0.1`` (a point bound) fails only when the violation is *significant*:
   the whole interval lies beyond the limit and, for paired rates, McNemar's p is below
-  1 − level. A violation inside the noise is reported as "within noise" and passes;
+  1 − level. Otherwise it passes, reported as "within noise" (no significant change at all)
+  or "inconclusive" (a real change whose interval straddles the limit);
 - ``adherence_drop.upper <= 0.1`` bounds the interval itself: it fails while the data cannot
   rule out a drop above 10 points (the conservative gate).
 """
@@ -85,9 +86,11 @@ def judge(budgets: Iterable[Budget], found: Mapping[str, Estimate]) -> list[Judg
             verdict = "ok"
         elif bound:
             verdict = "fails"
+        elif est.p is not None and est.p >= 1 - est.level:
+            verdict = "within noise"  # no significant change at all
+        elif not est.beyond(b.op, b.limit):
+            verdict = "inconclusive"  # a real change, but its interval straddles the limit
         else:
-            noise = not est.beyond(b.op, b.limit) or (
-                est.p is not None and est.p >= 1 - est.level)
-            verdict = "within noise" if noise else "fails"
+            verdict = "fails"
         out.append(Judgement(b, est, value, verdict))
     return out

@@ -200,7 +200,8 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
     aggregates = {n: {k: [e.value, e.low, e.high, e.p, significant(e)]
                       for k, e in session.runs[n].aggregate.items()}
                   for n in names if session.runs[n].aggregate}
-    judged = [f"{n}: {j.describe()}" for n in names for j in session.runs[n].judgements]
+    judged = [f"{n}: {j.describe()}" for n in names for j in session.runs[n].judgements
+              if j.verdict != "ok"]
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
         "aggregates": aggregates, "judgements": judged,

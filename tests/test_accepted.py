@@ -49,9 +49,16 @@ def test_a_bad_record_is_a_spec_error(tmp_path: Path, content: str, fragment: st
         load(path, ["nf4"])
 
 
-def test_first_line_is_one_line() -> None:
-    assert first_line("\n  drift of  'x'\n more") == "drift of 'x'"
+def test_first_line_is_one_line_without_what_the_test_name_says() -> None:
+    assert first_line("\n  drift  of 'x'\n more") == "drift of 'x'"
     assert first_line("") == ""
+    assert first_line("config 'nf4' lost a constraint the baseline meets on s.p: contains("
+                      "value='391', case_sensitive=False): missing '391'\nprompt: ...") == (
+        "lost contains(value='391'): missing '391'")
+    assert first_line("drift of config 'nf4' on s.p exceeds its budget: top1 >= 0.9 but got "
+                      "0.6") == "drift: top1 >= 0.9 but got 0.6"
+    assert first_line("repetition loop in config 'nf4' on s.p: repetition <= 0.35 but got 0.9"
+                      ) == "repetition loop: repetition <= 0.35 but got 0.9"
 
 
 def test_accept_then_gate_then_refresh(shrink_project: ProjectMaker) -> None:
@@ -66,7 +73,7 @@ def test_accept_then_gate_then_refresh(shrink_project: ProjectMaker) -> None:
     assert accept.ret == 0
     accept.stdout.fnmatch_lines(["*recorded 2 known failures of 1 configs in *known_failures*"])
     record = (p.path / "snapshots" / "known_failures.toml").read_text()
-    assert '"test_drift[bf16-tiny.hello]",  # drift of config \'bf16\' on tiny.hello' in record
+    assert '"test_drift[bf16-tiny.hello]",  # drift: kl_max <= 0 but got' in record
 
     gated = p.runpytest_subprocess("suites", "-k", "drift")
     gated.assert_outcomes(xfailed=2)

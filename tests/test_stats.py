@@ -115,6 +115,15 @@ def test_noise_never_fails_a_point_budget_but_an_interval_bound_can() -> None:
                         "adherence_drop.upper <= 0.1": "fails"}
 
 
+def test_a_real_change_straddling_the_limit_is_inconclusive() -> None:
+    # a significant 20-point drop whose interval also holds 10 points: not proven > 10
+    found = estimates(_outcomes([True] * 10 + [False] * 20, [False] * 6 + [True] * 4
+                                + [False] * 20), 0.95)
+    [j] = judge([parse_budget("adherence_drop <= 0.1")], found)
+    assert found["adherence_drop"].p is not None and found["adherence_drop"].p < 0.05
+    assert j.verdict == "inconclusive"
+
+
 def test_a_real_regression_fails_its_point_budget() -> None:
     found = estimates(_outcomes([True] * 30, [True] * 10 + [False] * 20), 0.95)
     assert found["adherence_drop"].value == pytest.approx(20 / 30)
