@@ -19,7 +19,7 @@ import shrinktests
 from shrinktests.cache import DiskCache, atomic_write_text, atomic_writer
 from shrinktests.model import ModelSource, load_model, load_tokenizer
 from shrinktests.plugin import config_group
-from tests.conftest import workers_by_config
+from tests.conftest import ProjectMaker, workers_by_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -242,3 +242,22 @@ def test_an_explicit_dist_mode_is_kept(fake_project: pytest.Pytester) -> None:
     result = fake_project.runpytest_subprocess("suites", "-n", "2", "-v", "--dist", "load")
     result.assert_outcomes(passed=3 * 4 * 2 + 4)
     assert "scheduling tests via LoadScheduling" in result.stdout.str()
+
+
+def test_outputs_are_deterministic_across_processes_and_subsets(
+        shrink_project: ProjectMaker) -> None:
+    """Recorded once, the baseline is reproduced by a fresh process without any cache, for a
+    -k subset of one prompt, and live (the stored reference is not used to cheat)."""
+    p = shrink_project()
+    p.runpytest_subprocess("suites", "-k", "snapshot", "--snapshot-update").assert_outcomes(
+        passed=2)
+    first = sorted((p.path / "snapshots" / "test_behaviour").glob("*.txt"))
+    before = [f.read_text() for f in first]
+    again = p.runpytest_subprocess("suites", "-k", "snapshot and hello", "--shrink-cache=none",
+                                   "--shrink-reference=live")
+    again.assert_outcomes(passed=1)
+    again.stdout.fnmatch_lines(["*generate calls this run: 1;*"])
+    rerecord = p.runpytest_subprocess("suites", "-k", "snapshot", "--snapshot-update",
+                                      "--shrink-cache=none")
+    rerecord.assert_outcomes(passed=2)
+    assert [f.read_text() for f in first] == before
