@@ -18,7 +18,7 @@ def _run_suites(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider",
          f"--shrink-cache={cache}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=2400, check=False,
     )
 
 
@@ -27,7 +27,7 @@ def _run_suites(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
 #: control (all 17 configs on all 41 prompts take about 40 minutes on 2 cores; `make suite`
 #: runs them all)
 CI_SELECTION = ("calibration or snapshot or [baseline- or [nf4-con or [broken-2bit- "
-                "or test_aggregate[nf4] or test_aggregate[broken-2bit]")
+                "or test_aggregate[nf4]")
 
 
 def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
