@@ -39,10 +39,7 @@ import numpy.typing as npt
 from shrinktests.cache import atomic_writer
 from shrinktests.metrics import FloatArray, TeacherForced
 
-FORMAT = "2"
-#: at most this many tokens per step, fewer once they hold MASS of the probability
-DEFAULT_K = 32
-DEFAULT_MASS = 1.0
+FORMAT = "2"  # k and mass come from [settings] reference_top_k / reference_mass
 
 
 class ReferenceMismatch(ValueError):

@@ -331,7 +331,7 @@ class ShrinkSession:
             self._stored[suite.name] = ref
         return self._stored[suite.name]
 
-    def record_reference(self, suite: Suite, k: int | None = None) -> Path:
+    def record_reference(self, suite: Suite) -> Path:
         """Write the suite's stored reference from the live baseline (--snapshot-update);
         once per suite and run."""
         from shrinktests.reference import PromptReference, save, top_k
@@ -339,7 +339,7 @@ class ShrinkSession:
         if suite.name in self._recorded:
             return self.reference_path(suite)
         self._recorded.add(suite.name)
-        k = k or self.configs.reference_top_k
+        k = self.configs.reference_top_k
         mass = self.configs.reference_mass
         base = self.generations(self.reference.name, suite)
         logps = continuation_logprobs(self.variant(self.reference.name).model,
