@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shrinktests.spec import SpecError, load_configs, load_suite
+from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
 
 if TYPE_CHECKING:
     from shrinktests.accepted import Accepted
@@ -171,10 +171,10 @@ def _suite_paths(config: pytest.Config, configs_path: Path) -> list[Path]:
     ini = config.getini("shrink_suites")
     if ini:
         return [config.rootpath / p for p in ini]
-    paths = sorted(p for p in configs_path.parent.glob("*.toml") if p != configs_path)
-    if not paths:
-        raise pytest.UsageError(f"shrinktests: no suite files beside {configs_path}")
-    return paths
+    try:
+        return suite_files_beside(configs_path)
+    except SpecError as exc:
+        raise pytest.UsageError(f"shrinktests: {exc}") from None
 
 
 def get_session(config: pytest.Config) -> ShrinkSession:
@@ -201,7 +201,8 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = metafunc.fixturenames
-    if not any(n in names for n in ("shrink_config", "shrink_case", "shrink_check")):
+    if not any(n in names for n in ("shrink_config", "shrink_case", "shrink_check",
+                                    "shrink_scope")):
         return
     if metafunc.config.stash.get(session_key, None) is None:
         # raised from pytest_collection_modifyitems instead: raised here, pytest would report
@@ -214,6 +215,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if metafunc.function.__name__ in ("test_drift", "test_aggregate"):
             configs = [c for c in configs if c != session.configs.reference]
         metafunc.parametrize("shrink_config", configs, indirect=True, scope="session")
+    if "shrink_scope" in names:
+        atlas = session.atlas
+        if atlas is None:
+            metafunc.parametrize("shrink_scope", [pytest.param(None, id="no-atlas", marks=[
+                pytest.mark.skip(reason=f"no [settings.atlas] in {session.configs.path.name}")])])
+        else:
+            metafunc.parametrize("shrink_scope", atlas.scope_ids())
     if "shrink_check" in names:
         pairs = [(c, i) for c in session.cases() for i in range(len(c.prompt.checks))]
         ids = [f"{c.id}-{c.prompt.checks[i].name}" + (f"{i}" if i else "") for c, i in pairs]
@@ -241,6 +249,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(
                 reason="throughput benchmarks are opt-in: --shrink-bench, or --benchmark-only "
                 "/ --benchmark-autosave / --benchmark-compare"))
+        _mark_atlas(session, item)
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("shrink_config") if callspec else None
         if name is None:
@@ -259,6 +268,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             strict = kind in STRICT_BREAK_TESTS
             item.add_marker(pytest.mark.xfail(
                 strict=strict, reason=f"config {name!r} is marked expect = \"breaks\""))
+
+
+def _mark_atlas(session: ShrinkSession, item: pytest.Item) -> None:
+    """Strict xfails for the atlas scopes listed in ``[settings.atlas] known_failures``."""
+    atlas = session.configs.atlas
+    if atlas is None or not getattr(item, "originalname", "").startswith("test_atlas"):
+        return
+    known = [g for g in atlas.known_failures if name_matches(item.name, g)]
+    if known:
+        item.add_marker(pytest.mark.xfail(strict=True, reason=f"known sensitive scope (listed "
+                                          f"as {known[0]!r} in [settings.atlas] known_failures)"))
 
 
 def _mark_accepted(config: pytest.Config, item: pytest.Item, name: str) -> None:
@@ -354,6 +374,14 @@ def shrink_check(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture
+def shrink_scope(request: pytest.FixtureRequest) -> str:
+    """One atlas scope id, e.g. ``L03.mlp`` (parametrized over layers x ``[settings.atlas]``
+    parts)."""
+    scope: str = request.param
+    return scope
+
+
+@pytest.fixture
 def shrink_snapshot(snapshot: Any, shrink_session: ShrinkSession) -> Any:
     """syrupy's ``snapshot`` bound to the readable baseline format under ``snapshots/``."""
     from shrinktests.snapshot import extension_for
@@ -392,6 +420,8 @@ def config_group(nodeid: str, configs: list[str], case_ids: set[str],
     (``test_drift[bf16-tiny.hello]`` → ``bf16``); a test with a case but no config (the
     baseline snapshots) rides with the reference; None for tests that are not ours."""
     name = nodeid.rsplit("::", 1)[-1]
+    if name.startswith("test_atlas"):  # the atlas perturbs the reference model
+        return reference
     if "[" not in name or "]" not in name:
         return None
     param = name[name.index("[") + 1:name.rindex("]")]
@@ -457,7 +487,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     parts = config.stash.get(worker_data_key, [])
     if parts:
         data = merge_data(parts, session.configs.names())
-    elif session.runs:
+    elif session.runs or (session.atlas is not None and session.atlas.results):
         data = summary_data(session)
     else:
         return

@@ -216,6 +216,7 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
         "bench": session.bench_info,
         "workload": f"{bench.prompts} prompts x {bench.new_tokens} new tokens",
+        "atlas": session.atlas.data() if session.atlas and session.atlas.results else None,
     }
 
 
@@ -247,6 +248,9 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
         "workers": sum(p["workers"] for p in parts),
         "bench": {k: v for p in parts for k, v in p["bench"].items()},
         "workload": parts[0]["workload"] if parts else "",
+        # the atlas runs on one worker (its tests are grouped with the reference)
+        "atlas": max((p["atlas"] for p in parts if p.get("atlas")),
+                     key=lambda a: len(a["scopes"]), default=None),
     }
 
 
@@ -291,9 +295,12 @@ def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 def render(data: dict[str, Any]) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
+    from shrinktests import atlas_report
+
+    atlas = atlas_report.render(data["atlas"]) if data.get("atlas") else []
     rows = [format_row(m) for m in data["configs"].values()]
     if not rows:
-        return []
+        return atlas
     lines = format_table(rows)
     lines.append("KL/top-1: teacher-forced on the baseline continuation; 1st div: median first "
                  "divergent token (+N= identical, ~N near-ties);")
@@ -317,6 +324,8 @@ def render(data: dict[str, Any]) -> list[str]:
         lines.append(f"throughput (pytest-benchmark, fixed workload: {data['workload']}; "
                      "peak RSS over the workload):")
         lines += format_table(bench_rows(data["bench"]), BENCH_COLUMNS)
+    if atlas:
+        lines += ["", *atlas]
     workers = f" over {data['workers']} workers" if data["workers"] > 1 else ""
     lines.append(f"model {data['model']}; generate calls this run: {data['generate_calls']}"
                  f"{workers}; cache hits {data['hits']}, misses {data['misses']}")

@@ -12,7 +12,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from shrinktests import svg
+from shrinktests import atlas_report, svg
 from shrinktests.cache import atomic_write_text
 from shrinktests.report import COLUMNS, STATS_COLUMNS, format_row, stats_rows
 
@@ -67,6 +67,8 @@ def markdown(data: dict[str, Any]) -> str:
                   for r in stats_rows(data["aggregates"])]
         lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
     lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
+    if data.get("atlas"):
+        lines += ["", *atlas_report.markdown(data["atlas"])]
     worst = worst_regressions(data)
     if worst:
         lines += ["", "## Worst regressions", ""]
@@ -168,6 +170,7 @@ def html(data: dict[str, Any]) -> str:
         _table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
         f"<ul>{details}</ul>", *_stats_html(data),
         '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>",
+        *(atlas_report.html_section(data["atlas"]) if data.get("atlas") else []),
         "<h2>Continuations side by side</h2>",
         "<p>Grey: the common prefix; highlighted: each model's text after the first "
         "divergence. The prompts where each config drifted most.</p>", examples,

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from shrinktests.aggregate import PromptOutcome
+    from shrinktests.atlas_run import AtlasRun
     from shrinktests.reference import StoredReference
 
 SNAPSHOT_FORMAT = 1
@@ -117,6 +118,16 @@ class ShrinkSession:
         self._recorded: set[str] = set()
         #: why each suite uses a live reference in auto mode, or what was recorded
         self.reference_notes: dict[str, str] = {}
+        self._atlas: AtlasRun | None = None
+
+    @property
+    def atlas(self) -> AtlasRun | None:
+        """The sensitivity atlas of the reference model, when ``[settings.atlas]`` asks."""
+        if self._atlas is None and self.configs.atlas is not None:
+            from shrinktests.atlas_run import AtlasRun
+
+            self._atlas = AtlasRun(self, self.configs.atlas, self.configs.atlas_budgets)
+        return self._atlas
 
     # ------------------------------------------------------------------ inputs
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from shrinktests.atlas import BUDGET_METRICS as ATLAS_BUDGET_METRICS
+from shrinktests.atlas import AtlasSettings
 from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
 from shrinktests.compression.base import (
     ConfigError,
@@ -226,6 +228,9 @@ class ConfigSet:
     #: ``reference_mass`` of the probability (see shrinktests.reference)
     reference_top_k: int = 32
     reference_mass: float = 1.0
+    #: the sensitivity atlas (``[settings.atlas]``); None: no atlas tests
+    atlas: AtlasSettings | None = None
+    atlas_budgets: tuple[Budget, ...] = ()
 
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
@@ -239,7 +244,7 @@ class ConfigSet:
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
 _SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark", "confidence",
-                  "reference_top_k", "reference_mass"}
+                  "reference_top_k", "reference_mass", "atlas"}
 
 
 def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
@@ -353,5 +358,33 @@ def load_configs(path: Path) -> ConfigSet:
     mass = settings.get("reference_mass", 1.0)
     if isinstance(mass, bool) or not isinstance(mass, int | float) or not 0.5 <= mass <= 1:
         raise SpecError(path, "[settings]", "reference_mass", f"must be in [0.5, 1], got {mass!r}")
+    atlas, atlas_budgets = _atlas(path, settings.get("atlas"))
     return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level), top,
-                     float(mass))
+                     float(mass), atlas, atlas_budgets)
+
+
+def suite_files_beside(configs_path: Path) -> list[Path]:
+    """The default suites: every other ``*.toml`` in the configs file's folder."""
+    paths = sorted(p for p in configs_path.parent.glob("*.toml") if p != configs_path)
+    if not paths:
+        raise SpecError(configs_path, "", "", "no suite files beside this configs file")
+    return paths
+
+
+def _atlas(path: Path, raw: Any) -> tuple[AtlasSettings | None, tuple[Budget, ...]]:
+    """``[settings.atlas]``: absent means no atlas tests; ``{}`` means every default."""
+    if raw is None:
+        return None, ()
+    if not isinstance(raw, dict):
+        raise SpecError(path, "[settings]", "atlas", "must be a table")
+    try:
+        atlas: AtlasSettings = coerce_dataclass(AtlasSettings, raw)
+    except ConfigError as exc:
+        raise SpecError(path, "[settings.atlas]", exc.field, exc.problem) from None
+    budgets = _budgets(path, "[settings.atlas]", list(atlas.budgets))
+    for i, b in enumerate(budgets):
+        if b.metric not in ATLAS_BUDGET_METRICS:
+            raise SpecError(path, "[settings.atlas]", f"budgets[{i}]",
+                            f"a scope's budget bounds one of {', '.join(ATLAS_BUDGET_METRICS)}, "
+                            f"not {b.metric!r}")
+    return atlas, tuple(budgets)

@@ -169,3 +169,56 @@ def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark
     measured = sum(rounds[bench.warmup_rounds:], ZERO_TIMINGS)
     benchmark.extra_info.update(s.record_throughput(
         shrink_config, measured, peak_rss_mb(), "workload" if windowed else "process"))
+
+
+def _atlas(s: ShrinkSession) -> Any:
+    run = s.atlas
+    if run is None:
+        pytest.skip(f"no [settings.atlas] in {s.configs.path.name}: no atlas to measure")
+    return run
+
+
+def test_atlas(shrink_session: ShrinkSession, shrink_scope: str) -> None:
+    """Perturbing only this scope (one layer's attention or MLP) with the atlas method keeps
+    the drift within the ``[settings.atlas]`` budgets; a scope that breaks them is one a
+    recipe should keep at higher precision."""
+    from shrinktests.budgets import violations
+
+    run = _atlas(shrink_session)
+    r = run.scope(shrink_scope)
+    bad = violations(run.budgets, r.drift.values())
+    if bad:
+        from shrinktests.atlas import describe_method
+
+        method = describe_method(run.settings.method.params())
+        ties = f" ({r.drift.near_ties} at near-ties)" if r.drift.near_ties else ""
+        pytest.fail(
+            f"scope {shrink_scope} is too sensitive to {method}: "
+            + "; ".join(f"{v.budget.metric} = {v.value:.4g} breaks {v.budget}" for v in bad)
+            + f"\n  top-1 {r.drift.top1:.3f}; greedy output would leave the baseline at token "
+            f"{r.drift.first_divergence:g} (median of {len(r.drift.lengths)} prompts){ties}; "
+            f"reconstruction MSE {r.mse:.3g}, relative error {r.rel_error:.3f} over "
+            f"{r.tensors} tensors ({r.params / 1e6:.2f}M weights)"
+            "\n  keep it at higher precision (python -m shrinktests atlas suggests a recipe)",
+            pytrace=False)
+
+
+def test_atlas_recipe(shrink_session: ShrinkSession) -> None:
+    """The recipe suggested from the full atlas fits the bits per weight of the uniform config
+    it replaces and drifts less than it: the atlas' ranking is worth its measurement."""
+    run = _atlas(shrink_session)
+    if not run.settings.recipe_possible:
+        pytest.skip(f"no recipe for method {run.settings.method.name!r}: a recipe varies "
+                    "the blockwise quantizer's bits")
+    rec = run.compare_recipe()
+    run.check_restored()
+    mine, uniform = rec.results[rec.recipe], rec.results[rec.uniform]
+    table = "\n".join(f"  {n:<24} {x.bits_per_weight:.3f} bits/w, KL {x.drift.kl_mean:.4f}, "
+                      f"top-1 {x.drift.top1:.3f}" for n, x in rec.results.items())
+    if mine.bits_per_weight > uniform.bits_per_weight + 1e-9:
+        pytest.fail(f"recipe {rec.recipe} uses more bits than {rec.uniform}:\n{table}",
+                    pytrace=False)
+    if mine.drift.kl_mean > uniform.drift.kl_mean:
+        pytest.fail(f"recipe {rec.recipe} drifts more than {rec.uniform} at the same bits per "
+                    f"weight: the atlas ranking does not carry over to the whole model\n{table}",
+                    pytrace=False)

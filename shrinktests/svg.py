@@ -109,3 +109,115 @@ def strip(title: str, rows: Sequence[tuple[str, Sequence[tuple[str, int | None, 
                         f'height="{ROW - 5}" fill="{_cell_colour(frac)}">'
                         f'<title>{escape(case)}: {where}</title></rect>')
     return _svg(LABEL + n * cell + 10, 26 + len(rows) * ROW, body, title)
+
+
+def _heat_colour(fraction: float) -> str:
+    """Light yellow (0: least sensitive) through orange to dark red (1: most)."""
+    f = min(max(fraction, 0.0), 1.0)
+    return f"hsl({55 - 55 * f:.0f}, 90%, {92 - 57 * f:.0f}%)"
+
+
+def heatmap(title: str, rows: Sequence[str], cols: Sequence[str],
+            cells: dict[tuple[str, str], tuple[float, str]], cell: int = 16) -> str:
+    """A grid coloured by value on a log scale: ``cells[(row, col)] = (value, tooltip)``;
+    a missing cell is drawn grey. A legend gives the two ends of the scale."""
+    values = [v for v, _ in cells.values() if v > 0]
+    lo = math.log10(min(values)) if values else 0.0
+    hi = math.log10(max(values)) if values else 1.0
+    span = (hi - lo) or 1.0
+    top = 34
+    body = [f'<text x="0" y="12" {FONT} font-weight="bold">{escape(title)}</text>']
+    for j, col in enumerate(cols):
+        if j % 5 == 0 or len(cols) <= 12:
+            body.append(f'<text x="{LABEL + j * cell + cell / 2:.1f}" y="{top - 4}" {FONT} '
+                        f'text-anchor="middle">{escape(col)}</text>')
+    for i, row in enumerate(rows):
+        y = top + i * cell
+        body.append(f'<text x="{LABEL - 6}" y="{y + cell - 4}" {FONT} text-anchor="end">'
+                    f'{escape(row)}</text>')
+        for j, col in enumerate(cols):
+            x = LABEL + j * cell
+            found = cells.get((row, col))
+            if found is None:
+                fill, tip = "#ddd", f"{row} {col}: not measured"
+            else:
+                v, tip = found
+                fill = _heat_colour((math.log10(v) - lo) / span if v > 0 else 0.0)
+            body.append(f'<rect x="{x}" y="{y}" width="{cell - 1}" height="{cell - 1}" '
+                        f'fill="{fill}"><title>{escape(tip)}</title></rect>')
+    ly = top + len(rows) * cell + 10
+    steps = 10
+    for k in range(steps):
+        body.append(f'<rect x="{LABEL + k * 12}" y="{ly}" width="12" height="10" '
+                    f'fill="{_heat_colour(k / (steps - 1))}"/>')
+    body.append(f'<text x="{LABEL - 6}" y="{ly + 9}" {FONT} text-anchor="end">'
+                f'{10 ** lo:.3g}</text>')
+    body.append(f'<text x="{LABEL + steps * 12 + 6}" y="{ly + 9}" {FONT}>{10 ** hi:.3g} '
+                '(log scale)</text>')
+    width = max(LABEL + len(cols) * cell + 10, LABEL + steps * 12 + 120)
+    return _svg(width, ly + 16, body, title)
+
+
+def log_scatter(title: str, points: Sequence[tuple[str, float, float, str]], xlabel: str,
+                ylabel: str, labelled: Sequence[str] = (), legend: Sequence[tuple[str, str]] = (),
+                width: int = 460, height: int = 320) -> str:
+    """Points (label, x, y, colour) on log-log axes with decade gridlines; only the points
+    named in ``labelled`` carry their label (hover shows every one). Non-positive values are
+    left out, since a log axis has no place for them."""
+    pts = [p for p in points if p[1] > 0 and p[2] > 0]
+    left, bottom, pad = 56, 36, 16
+    pw, ph = width - left - pad - 50, height - bottom - pad - 14
+    x0, x1 = _log_range([p[1] for p in pts])
+    y0, y1 = _log_range([p[2] for p in pts])
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (left + (math.log10(x) - x0) / (x1 - x0) * pw,
+                14 + pad + ph - (math.log10(y) - y0) / (y1 - y0) * ph)
+
+    base = 14 + pad + ph
+    body = [f'<text x="0" y="12" {FONT} font-weight="bold">{escape(title)}</text>']
+    for t in _log_ticks(x0, x1):
+        gx = left + (math.log10(t) - x0) / (x1 - x0) * pw
+        body.append(f'<line x1="{gx:.1f}" y1="{14 + pad}" x2="{gx:.1f}" y2="{base}" '
+                    'stroke="#eee"/>')
+        body.append(f'<text x="{gx:.1f}" y="{base + 12}" {FONT} text-anchor="middle">'
+                    f'{t:.0e}</text>')
+    for t in _log_ticks(y0, y1):
+        gy = base - (math.log10(t) - y0) / (y1 - y0) * ph
+        body.append(f'<line x1="{left}" y1="{gy:.1f}" x2="{left + pw}" y2="{gy:.1f}" '
+                    'stroke="#eee"/>')
+        body.append(f'<text x="{left - 4}" y="{gy + 4:.1f}" {FONT} text-anchor="end">'
+                    f'{t:.0e}</text>')
+    body += [f'<line x1="{left}" y1="{base}" x2="{left + pw}" y2="{base}" stroke="#444"/>',
+             f'<line x1="{left}" y1="{14 + pad}" x2="{left}" y2="{base}" stroke="#444"/>',
+             f'<text x="{left + pw / 2}" y="{height - 4}" {FONT} text-anchor="middle">'
+             f'{escape(xlabel)}</text>',
+             f'<text x="12" y="{14 + pad + ph / 2}" {FONT} text-anchor="middle" '
+             f'transform="rotate(-90 12 {14 + pad + ph / 2})">{escape(ylabel)}</text>']
+    for label, x, y, colour in pts:
+        cx, cy = at(x, y)
+        body.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" fill="{colour}" '
+                    f'fill-opacity="0.8"><title>{escape(label)}: {x:.3g}, {y:.3g}</title>'
+                    '</circle>')
+        if label in labelled:
+            body.append(f'<text x="{cx + 5:.1f}" y="{cy - 4:.1f}" {FONT}>{escape(label)}</text>')
+    for k, (name, colour) in enumerate(legend):
+        body.append(f'<circle cx="{left + pw + 10}" cy="{20 + pad + 14 * k}" r="4" '
+                    f'fill="{colour}"/><text x="{left + pw + 17}" y="{24 + pad + 14 * k}" '
+                    f'{FONT}>{escape(name)}</text>')
+    return _svg(width, height, body, title)
+
+
+def _log_range(values: Sequence[float]) -> tuple[float, float]:
+    """log10 bounds around positive ``values`` with 10% of the span (at least 0.1) to spare."""
+    logs = [math.log10(v) for v in values] or [0.0]
+    lo, hi = min(logs), max(logs)
+    spare = max(0.1, (hi - lo) * 0.1)
+    return lo - spare, hi + spare
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1-2-5 ticks inside [10^lo, 10^hi]; only the decades when those are too many."""
+    ticks = [m * 10.0**d for d in range(math.floor(lo), math.ceil(hi) + 1) for m in (1, 2, 5)
+             if lo <= math.log10(m * 10.0**d) <= hi]
+    return ticks if len(ticks) <= 8 else [t for t in ticks if f"{t:.0e}".startswith("1")]

@@ -8,6 +8,8 @@ Every config in configs.toml x every prompt of every suite file here becomes a t
 
 from shrinktests.suite_tests import (  # noqa: F401
     test_aggregate,
+    test_atlas,
+    test_atlas_recipe,
     test_baseline_snapshot,
     test_constraint,
     test_degeneration,

@@ -1,0 +1,373 @@
+"""Sensitivity atlas: which layers and sub-blocks a quantizer may touch, measured one at a time.
+
+Seed 003 rounded parts of a model to 2 bits and found that *where* the error lands matters more
+than how much of it there is: layer 0's MLP (lower reconstruction MSE) moved the output far more
+than layer 0's attention. The atlas makes that a measurement. For every scope (decoder layer x
+attention / MLP, or x tensor family) it swaps the method's output into the live reference
+model, scores the baseline continuations teacher-forced in one batched pass (KL, top-1, and the
+first divergence of free-running greedy generation, which teacher forcing gives exactly: greedy
+decoding follows the baseline until the first step whose argmax differs), records the scope's
+reconstruction error, and swaps the original weights back, checking them bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shrinktests.compression.base import ConfigError, Method, ScopedMethod
+from shrinktests.compression.blockwise import BlockwiseQuant
+from shrinktests.compression.scope import ATTENTION, MLP, Scope
+from shrinktests.metrics import TeacherForced
+
+if TYPE_CHECKING:
+    import torch
+
+PARTS = ("attention", "mlp")
+FAMILIES = ATTENTION + MLP
+#: drift metrics a scope's budget may bound
+BUDGET_METRICS = ("kl_mean", "kl_max", "top1", "first_divergence")
+
+
+class AtlasError(RuntimeError):
+    """The atlas cannot measure or restore the model faithfully (nothing is reported then)."""
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    """``[settings.atlas]`` of the configs file: what to perturb, with what, and the budgets."""
+
+    #: the perturbation applied to one scope at a time (seed 003: blockwise 2-bit, block 32)
+    method: ScopedMethod = field(default_factory=BlockwiseQuant)
+    #: sub-blocks ("attention", "mlp") and/or tensor families ("q_proj", "down_proj", ...)
+    parts: tuple[str, ...] = PARTS
+    #: suites whose baseline continuations are scored (empty: every suite of the run)
+    suites: tuple[str, ...] = ()
+    #: per-scope budgets on kl_mean, kl_max, top1, first_divergence
+    budgets: tuple[str, ...] = ()
+    #: the recipe keeps the most sensitive scopes at ``high_bits`` and must fit the bits per
+    #: weight of the uniform ``uniform_bits`` config it is compared with
+    high_bits: int = 4
+    uniform_bits: int = 3
+    #: test-name globs of scopes known to break their budget (strict xfails)
+    known_failures: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for i, part in enumerate(self.parts):
+            if part not in PARTS + FAMILIES:
+                raise ConfigError(f"parts[{i}]", f"unknown part {part!r}; use "
+                                  f"{', '.join(PARTS + FAMILIES)}")
+        if not self.parts:
+            raise ConfigError("parts", "give at least one part")
+        if self.method.scope != Scope():
+            raise ConfigError("method.scope", "the atlas chooses the scopes; leave scope out")
+        if self.recipe_possible:
+            low = getattr(self.method, "bits", 0)
+            if not low < self.uniform_bits < self.high_bits:
+                raise ConfigError("uniform_bits", f"the recipe mixes {low} and {self.high_bits} "
+                                  f"bits to match uniform_bits; need {low} < uniform_bits "
+                                  f"({self.uniform_bits}) < high_bits ({self.high_bits})")
+        for i, pattern in enumerate(self.known_failures):
+            if not pattern.startswith("test_atlas"):
+                raise ConfigError(f"known_failures[{i}]",
+                                  f"must be a glob like 'test_atlas[L00.mlp]', got {pattern!r}")
+
+    @property
+    def recipe_possible(self) -> bool:
+        """A recipe varies the method's ``bits`` (the blockwise quantizer has one)."""
+        return isinstance(self.method, BlockwiseQuant)
+
+
+@dataclass(frozen=True)
+class AtlasScope:
+    """One decoder layer's attention or MLP (or one tensor family of it)."""
+
+    layer: int
+    part: str
+
+    @property
+    def id(self) -> str:
+        return f"L{self.layer:02d}.{self.part}"
+
+    def scope(self) -> Scope:
+        if self.part in PARTS:
+            return Scope(part=self.part, layers=(self.layer,))  # type: ignore[arg-type]
+        return Scope(layers=(self.layer,), include=f"*.{self.part}")
+
+
+def atlas_scopes(n_layers: int, parts: Sequence[str]) -> list[AtlasScope]:
+    """Every (layer, part), layer by layer."""
+    return [AtlasScope(layer, part) for layer in range(n_layers) for part in parts]
+
+
+def parse_scope_id(scope_id: str) -> AtlasScope:
+    """Inverse of :attr:`AtlasScope.id` (``"L03.mlp"``)."""
+    layer, _, part = scope_id.partition(".")
+    if not layer.startswith("L") or not layer[1:].isdigit() or part not in PARTS + FAMILIES:
+        raise ValueError(f"not a scope id: {scope_id!r} (expected e.g. 'L03.mlp')")
+    return AtlasScope(int(layer[1:]), part)
+
+
+# --------------------------------------------------------------------------- pure summaries
+
+
+@dataclass(frozen=True)
+class Drift:
+    """Teacher-forced drift of one perturbation over every scored continuation."""
+
+    kl_mean: float  # mean over prompts of the per-prompt mean KL(base‖perturbed)
+    kl_max: float
+    top1: float  # mean over prompts of the per-prompt top-1 agreement
+    #: per prompt: first continuation token where greedy decoding would leave the baseline
+    #: (None: it never does within the continuation)
+    divergences: tuple[int | None, ...]
+    lengths: tuple[int, ...]
+    #: divergences at a step where the baseline's top-1/top-2 margin is below epsilon
+    near_ties: int
+
+    @property
+    def first_divergence(self) -> float:
+        """Median first divergence, a prompt that never diverges counting as its length."""
+        values = [float(n if d is None else d)
+                  for d, n in zip(self.divergences, self.lengths, strict=True)]
+        return statistics.median(values) if values else 0.0
+
+    @property
+    def identical(self) -> int:
+        return sum(1 for d in self.divergences if d is None)
+
+    def values(self) -> dict[str, float | None]:
+        """The figures budgets are written on."""
+        return {"kl_mean": self.kl_mean, "kl_max": self.kl_max, "top1": self.top1,
+                "first_divergence": self.first_divergence}
+
+
+def first_disagreement(tf: TeacherForced) -> int | None:
+    """First step whose argmax differs from the baseline's: where free-running greedy decoding
+    of the perturbed model first leaves the baseline continuation (None: never)."""
+    off = np.flatnonzero(~tf.top1_agree)
+    return int(off[0]) if off.size else None
+
+
+def drift_summary(tfs: Sequence[TeacherForced], epsilon: float) -> Drift:
+    """Summarise per-prompt teacher-forced comparisons (pure; see :class:`Drift`)."""
+    divs = [first_disagreement(tf) for tf in tfs]
+    ties = sum(1 for d, tf in zip(divs, tfs, strict=True)
+               if d is not None and tf.base_margin[d] < epsilon)
+    scored = [tf for tf in tfs if tf.n]
+    return Drift(
+        kl_mean=statistics.fmean(tf.kl_mean for tf in scored) if scored else 0.0,
+        kl_max=max((tf.kl_max for tf in scored), default=0.0),
+        top1=statistics.fmean(tf.top1 for tf in scored) if scored else 1.0,
+        divergences=tuple(divs), lengths=tuple(tf.n for tf in tfs), near_ties=ties)
+
+
+@dataclass(frozen=True)
+class ScopeResult:
+    """What perturbing one scope did: its size, its reconstruction error and the drift."""
+
+    scope: str
+    layer: int
+    part: str
+    tensors: int
+    params: int
+    bits_per_weight: float
+    #: mean squared error over the scope's weights; ||ΔW||_F / ||W||_F over the scope
+    mse: float
+    rel_error: float
+    drift: Drift
+    seconds: float
+
+
+def ranked(results: Sequence[ScopeResult]) -> list[ScopeResult]:
+    """Most sensitive first (mean KL, then top-1 disagreement, then scope id)."""
+    return sorted(results, key=lambda r: (-r.drift.kl_mean, r.drift.top1, r.scope))
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Probe:
+    """The scored continuations and the reference model's full distributions over them."""
+
+    prompts: list[tuple[int, ...]]
+    continuations: list[tuple[int, ...]]
+    pad_id: int
+    epsilon: float
+    baseline: list[npt.NDArray[np.float32]] = field(default_factory=list)
+    batch_size: int = 8
+
+    def logprobs(self, model: torch.nn.Module) -> list[npt.NDArray[np.float32]]:
+        from shrinktests.engine import continuation_logprobs
+
+        return continuation_logprobs(model, self.pad_id, self.prompts, self.continuations,
+                                     self.batch_size, by_length=True)
+
+    def record(self, model: torch.nn.Module) -> None:
+        """Score the unperturbed model once (held in memory: [tokens, vocab] float32)."""
+        self.baseline = self.logprobs(model)
+
+    def drift(self, model: torch.nn.Module) -> Drift:
+        from shrinktests.metrics import teacher_forced
+
+        if not self.baseline:
+            raise AtlasError("record the baseline distributions before measuring drift")
+        tfs = [teacher_forced(b, c, t) for b, c, t in
+               zip(self.baseline, self.logprobs(model), self.continuations, strict=True)]
+        return drift_summary(tfs, self.epsilon)
+
+    def max_difference(self, model: torch.nn.Module) -> float:
+        """Largest |log-prob| difference between ``model`` and the recorded baseline."""
+        now = self.logprobs(model)
+        return max((float(np.abs(a - b).max()) for a, b in zip(self.baseline, now, strict=True)
+                    if a.size), default=0.0)
+
+
+@contextmanager
+def swapped(model: torch.nn.Module,
+            modules: list[tuple[str, torch.nn.Linear]]) -> Iterator[dict[str, torch.Tensor]]:
+    """Let a method rewrite or replace ``modules``; afterwards put back the original modules
+    and bit-identical weights, whatever the method did, and check that it worked."""
+    import torch
+
+    saved = {name: (m.weight.detach().clone(), None if m.bias is None else m.bias.detach().clone())
+             for name, m in modules}
+    try:
+        yield {name: w for name, (w, _) in saved.items()}
+    finally:
+        with torch.no_grad():
+            for name, module in modules:
+                parent_name, _, leaf = name.rpartition(".")
+                parent = model.get_submodule(parent_name)
+                if getattr(parent, leaf) is not module:  # a backend swapped in its own module
+                    setattr(parent, leaf, module)
+                weight, bias = saved[name]
+                _restore(module, "weight", weight)
+                if bias is not None:
+                    _restore(module, "bias", bias)
+    for name, module in modules:
+        if model.get_submodule(name) is not module or not torch.equal(
+                module.weight, saved[name][0]):
+            raise AtlasError(f"{name} could not be restored bit for bit")
+
+
+def _restore(module: torch.nn.Module, attr: str, value: torch.Tensor) -> None:
+    import torch
+
+    current = getattr(module, attr)
+    if type(current) is torch.nn.Parameter and current.dtype == value.dtype and (
+            current.shape == value.shape):
+        current.copy_(value)
+    else:  # a tensor subclass or another dtype took its place
+        setattr(module, attr, torch.nn.Parameter(value.clone(), requires_grad=False))
+
+
+def scope_error(before: dict[str, torch.Tensor],
+                model: torch.nn.Module) -> tuple[float, float]:
+    """(MSE, relative Frobenius error) over all weights of a perturbed scope together."""
+    import torch
+
+    from shrinktests.compression.measure import effective_weight
+
+    sq = norm = 0.0
+    numel = 0
+    with torch.no_grad():
+        for name, original in before.items():
+            approx = effective_weight(model.get_submodule(name)).to(torch.float64)
+            orig = original.to(torch.float64)
+            sq += float(((approx - orig) ** 2).sum())
+            norm += float((orig**2).sum())
+            numel += orig.numel()
+    return (sq / numel if numel else 0.0), (float(np.sqrt(sq / norm)) if norm else 0.0)
+
+
+@dataclass(frozen=True)
+class ConfigResult:
+    """A whole-model perturbation (the recipe, the uniform config) on the same probe."""
+
+    name: str
+    bits_per_weight: float  # over the decoder's linear weights
+    drift: Drift
+    seconds: float
+
+
+class Atlas:
+    """Measures scopes of one live model against its recorded baseline."""
+
+    def __init__(self, model: torch.nn.Module, probe: Probe) -> None:
+        self.model = model
+        self.probe = probe
+        self.n_layers = int(getattr(model.config, "num_hidden_layers", 0))
+
+    def measure(self, method: ScopedMethod, scope: AtlasScope) -> ScopeResult:
+        """Swap ``method``'s output into ``scope``, score, swap back."""
+        from shrinktests.compression.context import StepContext
+        from shrinktests.compression.mixed import weight_bits
+
+        start = time.perf_counter()
+        modules: list[tuple[str, Any]] = list(scope.scope().linear_modules(self.model))
+        if not modules:
+            raise AtlasError(f"scope {scope.id} selects no linear layer of this model")
+        names = [n for n, _ in modules]
+        params = sum(m.weight.numel() for _, m in modules)
+        ctx = StepContext()
+        with swapped(self.model, modules) as before:
+            model = method.apply_to(self.model, modules, ctx)
+            if model is not self.model:
+                raise AtlasError(f"method {method.name!r} returned a new model; the atlas "
+                                 "needs one that changes layers in place")
+            bits = weight_bits(model, names, ctx.packed_bytes)
+            mse, rel = scope_error(before, model)
+            drift = self.probe.drift(model)
+        return ScopeResult(scope.id, scope.layer, scope.part, len(modules), params, bits, mse,
+                           rel, drift, time.perf_counter() - start)
+
+    def evaluate(self, name: str, steps: Sequence[Method]) -> ConfigResult:
+        """Apply a whole config's steps to the decoder's linear layers, score, restore."""
+        from shrinktests.compression.context import StepContext
+        from shrinktests.compression.mixed import weight_bits
+
+        start = time.perf_counter()
+        modules: list[tuple[str, Any]] = list(Scope().linear_modules(self.model))
+        names = [n for n, _ in modules]
+        ctx = StepContext()
+        with swapped(self.model, modules):
+            model = self.model
+            for step in steps:
+                model = step.apply(model, ctx)
+            if model is not self.model:
+                raise AtlasError(f"config {name!r} returned a new model; the atlas needs "
+                                 "steps that change layers in place")
+            bits = weight_bits(model, names, ctx.packed_bytes)
+            drift = self.probe.drift(model)
+        return ConfigResult(name, bits, drift, time.perf_counter() - start)
+
+    def check_restored(self) -> float:
+        """Score the restored model again: it must reproduce the recorded baseline exactly."""
+        diff = self.probe.max_difference(self.model)
+        if diff != 0.0:
+            raise AtlasError(f"the restored model differs from the baseline (max |Δ log p| "
+                             f"{diff:.3g}); the atlas results are not trustworthy")
+        return diff
+
+
+def describe_method(params: dict[str, Any]) -> str:
+    """``method=blockwise, bits=2, block_size=32``: the parameters that were set."""
+    return ", ".join(f"{k}={v}" for k, v in params.items() if k != "scope" and v is not None)
+
+
+def to_dict(result: ScopeResult | ConfigResult) -> dict[str, Any]:
+    """JSON-able form, with the drift's derived figures spelled out for readers of the file."""
+    d = dataclasses.asdict(result)
+    d["drift"].update(first_divergence=result.drift.first_divergence,
+                      identical=result.drift.identical)
+    return d
