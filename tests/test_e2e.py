@@ -23,12 +23,12 @@ def _run_suites(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-#: CI's selection: every config on the calibration suite, every baseline snapshot, and the
+#: CI's selection: every config on the calibration suite, every baseline snapshot, the
 #: continuation and constraint suites (with the aggregate comparison) on NF4 and the positive
-#: control (all 17 configs on all 41 prompts take about 40 minutes on 2 cores; `make suite`
-#: runs them all)
+#: control, and the whole sensitivity atlas with its recipe (all 17 configs on all 41 prompts
+#: take about 40 minutes on 2 cores; `make suite` runs them all)
 CI_SELECTION = ("calibration or snapshot or [baseline- or [nf4-con or [broken-2bit- "
-                "or test_aggregate[nf4]")
+                "or test_aggregate[nf4] or atlas")
 
 
 def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
@@ -39,6 +39,9 @@ def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
     for row in ("baseline ", "bf16 ", "nf4 ", "broken-2bit "):
         assert any(line.startswith(row) for line in out.splitlines()), row
     assert "breaks (expected)" in out
+    # the atlas measured every scope live and left the reference model exactly as it was
+    assert "sensitivity atlas: method=blockwise, bits=2, block_size=32" in out
+    assert "(60 scopes" in out and "restore check: exact" in out
 
     # a subset reproduces the full run's outputs: the snapshot of one prompt still matches,
     # and nothing is generated again (with the stored reference no model runs at all)

@@ -180,6 +180,8 @@ def test_config_group_reads_the_config_from_the_node_id() -> None:
     assert group("suites/t.py::test_throughput[fp4-dq]") == "fp4-dq"
     assert group("suites/t.py::test_baseline_snapshot[calibration.zurich-haiku]") == "baseline"
     assert group("suites/t.py::test_drift[bf16-tiny.hello]@bf16") == "bf16"
+    assert group("suites/t.py::test_atlas[L03.mlp]") == "baseline"  # perturbs the reference
+    assert group("suites/t.py::test_atlas_recipe") == "baseline"
     assert group("tests/test_other.py::test_x[1-2]") is None
     assert group("tests/test_other.py::test_x") is None
 
