@@ -26,21 +26,19 @@ RECORDING = "recording failures for --shrink-accept-failures"
 Accepted = dict[str, dict[str, str]]  # config → test name → first line of its failure
 
 
-def load(path: Path, configs: Iterable[str]) -> Accepted:
-    """Read the file (missing: nothing accepted); entries name known configs and list names."""
+def load(path: Path) -> Accepted:
+    """Read the file (missing: nothing accepted). Sections of configs the current configs
+    file lacks are kept, not rejected: a second configs file (an atlas recipe) shares the
+    snapshot folder; :func:`unused` names them so a renamed config does not go unnoticed."""
     if not path.exists():
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(path, "", "", f"not valid TOML: {exc}") from None
-    known = set(configs)
     out: Accepted = {}
     for config, table in data.items():
         entry = f"[{config}]"
-        if config not in known:
-            raise SpecError(path, entry, "", f"{config!r} is not a config; known: "
-                            f"{', '.join(sorted(known))} (refresh with --shrink-accept-failures)")
         tests = table.get("tests") if isinstance(table, dict) else None
         if not isinstance(tests, list) or not all(isinstance(t, str) for t in tests):
             raise SpecError(path, entry, "tests", "must be a list of test names")
@@ -48,6 +46,11 @@ def load(path: Path, configs: Iterable[str]) -> Accepted:
             raise SpecError(path, entry, sorted(unknown)[0], "unknown key; known: tests")
         out[config] = dict.fromkeys(tests, "")
     return out
+
+
+def unused(accepted: Accepted, configs: Iterable[str]) -> list[str]:
+    """Configs with recorded failures that the current configs file does not define."""
+    return sorted(set(accepted) - set(configs))
 
 
 def update(old: Accepted, ran: Mapping[str, Iterable[str]],

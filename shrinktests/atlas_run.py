@@ -23,6 +23,7 @@ from shrinktests.atlas import (
     Probe,
     ScopeResult,
     atlas_scopes,
+    describe_method,
     parse_scope_id,
     ranked,
     to_dict,
@@ -194,11 +195,11 @@ class AtlasRun:
         ]
         s = self.session
         header = (f"Mixed-precision recipe suggested by `python -m shrinktests atlas` for\n"
-                  f"{s.source.describe()}: method {method.params()},\n"
+                  f"{s.source.describe()}: {describe_method(method.params())},\n"
                   f"drift measured on {self.tokens} baseline tokens of suites "
                   f"{', '.join(x.name for x in self.suites())}. Run it with\n"
                   f"  pytest suites/ --shrink-configs recipe.toml")
-        text = configs_file(s.reference, entries, header)
+        text = configs_file(s.configs, entries, header)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "recipe.toml"
             atomic_write_text(path, text)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from shrinktests.atlas import PARTS, ScopeResult, parse_scope_id
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import Scope
-from shrinktests.spec import CompressionConfig
+from shrinktests.spec import ConfigSet
 
 #: bits of one float16 scale, stored once per block by the blockwise quantizer
 SCALE_BITS = 16
@@ -121,12 +121,18 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
-def configs_file(reference: CompressionConfig, entries: Sequence[Entry], header: str) -> str:
-    """A complete configs file: the reference, then each entry as the reference's steps plus
-    its own step, so ``pytest suites/ --shrink-configs FILE`` runs it as written."""
+def configs_file(configs: ConfigSet, entries: Sequence[Entry], header: str) -> str:
+    """A complete configs file: the source file's settings and reference, then each entry as
+    the reference's steps plus its own step, so ``pytest suites/ --shrink-configs FILE`` runs
+    it as written and judges it with the same default budgets."""
+    reference = configs.get(configs.reference)
     ref_steps = [{k: v for k, v in p.items() if v is not None} for p in reference.params()]
     lines = [*(f"# {line}" if line else "#" for line in header.splitlines()), "",
-             "[settings]", f"reference = {toml_value(reference.name)}", ""]
+             "[settings]", f"reference = {toml_value(reference.name)}",
+             f"near_tie_epsilon = {configs.near_tie_epsilon!r}",
+             f"confidence = {configs.confidence!r}",
+             # the reference's budgets are the file's defaults (a reference has no drift tests)
+             f"budgets = {toml_value([str(b) for b in reference.budgets])}", ""]
     for name, description, steps in [(reference.name, reference.description, []),
                                      *((e.name, e.description, [e.step]) for e in entries)]:
         lines += ["[[config]]", f"name = {toml_value(name)}",

@@ -169,7 +169,7 @@ def test_the_recipe_spends_the_budget_on_drift_per_weight() -> None:
 def test_a_written_recipe_loads_as_a_configs_file(tmp_path: Path) -> None:
     ref = load_configs(ROOT / "suites" / "configs.toml")
     method = BlockwiseQuant(bits=2, block_size=32, levels=(-0.75, -0.25, 0.25, 0.75))
-    text = configs_file(ref.get("baseline"), [
+    text = configs_file(ref, [
         Entry("mine", 'a "quoted" description', recipe_step(
             method, ["L03.mlp", "L00.mlp", "L01.attention", "L02.q_proj"], 4)),
         Entry("flat", "uniform", uniform_step(method, 3)),
@@ -178,6 +178,10 @@ def test_a_written_recipe_loads_as_a_configs_file(tmp_path: Path) -> None:
     path.write_text(text)
     configs = load_configs(path)
     assert configs.names() == ["baseline", "mine", "flat"]
+    # judged by the source file's default budgets and settings
+    assert configs.get("mine").budgets == ref.get("baseline").budgets
+    assert (configs.near_tie_epsilon, configs.confidence) == (ref.near_tie_epsilon,
+                                                              ref.confidence)
     mixed = configs.get("mine").steps[1]
     rules = mixed.params()["rules"]
     assert [(r["bits"], r["scope"]["part"], r["scope"]["layers"], r["scope"]["include"])
@@ -400,3 +404,18 @@ def test_atlas_tests_fail_a_too_sensitive_scope_and_keep_known_ones_visible(
     result = pytester.runpytest("suites/", "-rs")
     result.assert_outcomes(skipped=2)
     assert "no [settings.atlas] in configs.toml" in result.stdout.str()
+
+
+def test_length_sorted_scoring_keeps_the_order_and_the_values() -> None:
+    from shrinktests.engine import continuation_logprobs
+
+    model = tiny_llama(2)
+    probe = _probe(model)
+    prompts = [*probe.prompts, (5, 6)]
+    conts = [*probe.continuations, ()]  # an empty continuation keeps its place too
+    plain = continuation_logprobs(model, 0, prompts, conts, batch_size=2)
+    fast = continuation_logprobs(model, 0, prompts, conts, batch_size=2, by_length=True)
+    assert [a.shape for a in plain] == [b.shape for b in fast]
+    assert fast[-1].shape == (0, 64)
+    for a, b in zip(plain, fast, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)

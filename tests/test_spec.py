@@ -93,7 +93,8 @@ def test_real_configs_file_loads() -> None:
     # the shipped regressions are recorded in snapshots/known_failures.toml, and it loads
     from shrinktests import accepted
 
-    recorded = accepted.load(SUITES.parent / "snapshots" / accepted.FILE_NAME, cs.names())
+    recorded = accepted.load(SUITES.parent / "snapshots" / accepted.FILE_NAME)
+    assert accepted.unused(recorded, cs.names()) == []  # every section names a shipped config
     assert "nf4" in recorded
     assert all(t.startswith("test_") and "[nf4-" in t for t in recorded["nf4"])
 
