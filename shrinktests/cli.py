@@ -74,6 +74,13 @@ def _settings(args: argparse.Namespace, configured: AtlasSettings | None) -> Atl
     return settings
 
 
+def _snapshots(configs_path: Path) -> Path:
+    """The snapshot folder beside the configs file's folder (``suites/`` → ``snapshots/``),
+    else ``snapshots/`` here: where a stored reference may spare the baseline's generation."""
+    beside = configs_path.resolve().parent.parent / "snapshots"
+    return beside if beside.is_dir() else Path("snapshots")
+
+
 def _atlas(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -86,7 +93,8 @@ def _atlas(args: argparse.Namespace) -> int:
     configs_path = Path(args.configs)
     configs = load_configs(configs_path)
     settings = _settings(args, configs.atlas)
-    paths = [Path(p) for p in args.suite] if args.suite else suite_files_beside(configs_path)
+    paths = [Path(p) for p in args.suite] if args.suite else suite_files_beside(
+        configs_path, Path("suites") / "configs.toml")
     suites = tuple(load_suite(p) for p in paths)
     model = Path(args.model).expanduser() if args.model else None
     if model is not None:
@@ -94,7 +102,7 @@ def _atlas(args: argparse.Namespace) -> int:
     cache = None if args.cache == "none" else Path(args.cache) if args.cache else cache_root()
     session = ShrinkSession(SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=args.threads,
-        snapshot_dir=configs_path.parent.parent / "snapshots"))
+        snapshot_dir=_snapshots(configs_path)))
     run = AtlasRun(session, settings, configs.atlas_budgets)
     if args.suite is not None:  # explicit suite files: score all of them
         run.settings = replace(settings, suites=())

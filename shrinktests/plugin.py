@@ -171,13 +171,8 @@ def _suite_paths(config: pytest.Config, configs_path: Path) -> list[Path]:
     if ini:
         return [config.rootpath / p for p in ini]
     try:
-        return suite_files_beside(configs_path)
+        return suite_files_beside(configs_path, config.rootpath / "suites" / "configs.toml")
     except SpecError as exc:
-        # a configs file kept elsewhere (a recipe written by the atlas) runs the project's
-        # own suites, beside suites/configs.toml
-        default = config.rootpath / "suites" / "configs.toml"
-        if configs_path.resolve() != default.resolve() and default.exists():
-            return suite_files_beside(default)
         raise pytest.UsageError(f"shrinktests: {exc}") from None
 
 

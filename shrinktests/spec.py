@@ -363,9 +363,14 @@ def load_configs(path: Path) -> ConfigSet:
                      float(mass), atlas, atlas_budgets)
 
 
-def suite_files_beside(configs_path: Path) -> list[Path]:
-    """The default suites: every other ``*.toml`` in the configs file's folder."""
+def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[Path]:
+    """The default suites: every other ``*.toml`` in the configs file's folder; for a configs
+    file kept elsewhere (a recipe written by the atlas), those beside the ``project`` configs
+    file (``suites/configs.toml``)."""
     paths = sorted(p for p in configs_path.parent.glob("*.toml") if p != configs_path)
+    if not paths and project is not None and project.exists() and (
+            project.resolve() != configs_path.resolve()):
+        return suite_files_beside(project)
     if not paths:
         raise SpecError(configs_path, "", "", "no suite files beside this configs file")
     return paths

@@ -419,3 +419,14 @@ def test_length_sorted_scoring_keeps_the_order_and_the_values() -> None:
     assert fast[-1].shape == (0, 64)
     for a, b in zip(plain, fast, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_configs_file_kept_elsewhere_runs_the_project_suites(tmp_path: Path) -> None:
+    from shrinktests.spec import SpecError, suite_files_beside
+
+    project = ROOT / "suites" / "configs.toml"
+    alone = tmp_path / "recipe.toml"
+    alone.write_text("")
+    assert suite_files_beside(alone, project) == suite_files_beside(project)
+    with pytest.raises(SpecError, match="no suite files beside this configs file"):
+        suite_files_beside(alone)
