@@ -185,6 +185,8 @@ class ScopeResult:
     rel_error: float
     drift: Drift
     seconds: float
+    #: MSE of the scope's weights at other bit widths of a blockwise method (for recipes)
+    mse_by_bits: dict[int, float] = field(default_factory=dict)
 
 
 def ranked(results: Sequence[ScopeResult]) -> list[ScopeResult]:
@@ -290,6 +292,27 @@ def scope_error(before: dict[str, torch.Tensor],
     return (sq / numel if numel else 0.0), (float(np.sqrt(sq / norm)) if norm else 0.0)
 
 
+def mse_curve(weights: dict[str, torch.Tensor], method: ScopedMethod,
+              bits: Sequence[int]) -> dict[int, float]:
+    """MSE over ``weights`` after the blockwise quantizer at each width (its own codebook at its
+    own width, the default one at the others, as a recipe's rules would use them)."""
+    from shrinktests.compression.blockwise import fake_quantize
+
+    if not isinstance(method, BlockwiseQuant):
+        raise AtlasError(f"an error curve needs the blockwise quantizer, not {method.name!r}")
+    out = {}
+    for b in bits:
+        levels = method.levels if b == method.bits else None
+        sq = n = 0.0
+        for w in weights.values():
+            x = w.detach().float().cpu().numpy()
+            d = fake_quantize(x, b, method.block_size, levels).astype(np.float64) - x
+            sq += float((d * d).sum())
+            n += x.size
+        out[b] = sq / n if n else 0.0
+    return out
+
+
 @dataclass(frozen=True)
 class ConfigResult:
     """A whole-model perturbation (the recipe, the uniform config) on the same probe."""
@@ -308,8 +331,10 @@ class Atlas:
         self.probe = probe
         self.n_layers = int(getattr(model.config, "num_hidden_layers", 0))
 
-    def measure(self, method: ScopedMethod, scope: AtlasScope) -> ScopeResult:
-        """Swap ``method``'s output into ``scope``, score, swap back."""
+    def measure(self, method: ScopedMethod, scope: AtlasScope,
+                curve_bits: Sequence[int] = ()) -> ScopeResult:
+        """Swap ``method``'s output into ``scope``, score, swap back; for a blockwise method
+        also the weight MSE at each of ``curve_bits`` (no forward pass)."""
         from shrinktests.compression.context import StepContext
         from shrinktests.compression.mixed import weight_bits
 
@@ -328,8 +353,9 @@ class Atlas:
             bits = weight_bits(model, names, ctx.packed_bytes)
             mse, rel = scope_error(before, model)
             drift = self.probe.drift(model)
+        curve = mse_curve(before, method, curve_bits) if curve_bits else {}
         return ScopeResult(scope.id, scope.layer, scope.part, len(modules), params, bits, mse,
-                           rel, drift, time.perf_counter() - start)
+                           rel, drift, time.perf_counter() - start, curve)
 
     def evaluate(self, name: str, steps: Sequence[Method]) -> ConfigResult:
         """Apply a whole config's steps to the decoder's linear layers, score, restore."""

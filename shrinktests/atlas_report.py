@@ -49,8 +49,11 @@ def recipe_lines(data: dict[str, Any]) -> list[str]:
     if not rec:
         return []
     res = rec["results"]
-    lines = [f"recipe: {len(rec['high'])} scopes kept at higher precision: "
-             f"{_by_part(rec['high']) or '(none)'}"]
+    widths: dict[int, list[str]] = {}
+    for sid, bits in rec["allocation"].items():
+        widths.setdefault(int(bits), []).append(sid)
+    lines = [f"recipe within {rec['target_bpw']:.2f} bits/weight (scopes per width):"]
+    lines += [f"  {b} bits: {_by_part(ids)}" for b, ids in sorted(widths.items(), reverse=True)]
     for name in (rec["recipe"], rec["uniform"], rec["inverse"]):
         r = res[name]
         d = r["drift"]

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 class RecipeOutcome:
     """The suggested recipe, its file, and how it and its controls drifted."""
 
-    high: tuple[str, ...]
+    allocation: dict[str, int]  # scope id -> bit width
     text: str
     #: config name -> result: the recipe, the uniform config of the same bits, the inverse
     results: dict[str, ConfigResult]
@@ -127,15 +127,25 @@ class AtlasRun:
     def scope(self, scope_id: str) -> ScopeResult:
         """One scope's result: from memory, the disk cache, or measured now."""
         if scope_id not in self.results:
+            curve = self.curve_bits()
             key = cache_key("atlas-scope", {"probe": self.probe_key(), "scope": scope_id,
-                                            "method": self.settings.method.params()})
+                                            "method": self.settings.method.params(),
+                                            "curve": curve})
             result: ScopeResult | None = self.session.cache.get("atlas", key)
             if result is None:
                 self.settings.method.check_environment()
-                result = self.atlas().measure(self.settings.method, parse_scope_id(scope_id))
+                result = self.atlas().measure(self.settings.method, parse_scope_id(scope_id),
+                                              curve)
                 self.session.cache.put("atlas", key, result)
             self.results[scope_id] = result
         return self.results[scope_id]
+
+    def curve_bits(self) -> list[int]:
+        """The widths a recipe may give a scope: the method's bits up to ``high_bits``."""
+        if not self.settings.recipe_possible:
+            return []
+        low = getattr(self.settings.method, "bits", 0)
+        return list(range(low, self.settings.high_bits + 1))
 
     def measure_all(self, progress: Callable[[str], None] | None = None) -> list[ScopeResult]:
         out = []
@@ -163,11 +173,12 @@ class AtlasRun:
         from shrinktests.compression.blockwise import BlockwiseQuant
         from shrinktests.recipe import (
             Entry,
+            allocate,
+            average_bpw,
             blockwise_bpw,
             configs_file,
-            expected_bpw,
+            inverse,
             recipe_step,
-            suggest,
             uniform_step,
         )
         from shrinktests.spec import load_configs
@@ -177,21 +188,23 @@ class AtlasRun:
             raise AtlasError(f"a recipe varies the bits of the blockwise quantizer; the atlas "
                              f"method is {method.name!r}")
         results = [self.scope(i) for i in self.scope_ids()]
-        low = blockwise_bpw(method.bits, method.block_size)
-        high = blockwise_bpw(self.settings.high_bits, method.block_size)
-        target = blockwise_bpw(self.settings.uniform_bits, method.block_size)
-        keep = suggest(results, low, high, target)
-        inverse = suggest(results, low, high, target, order="inverse")
+
+        def bpw(bits: int) -> float:
+            return blockwise_bpw(bits, method.block_size)
+
+        target = bpw(self.settings.uniform_bits)
+        mine = allocate(results, self.curve_bits(), bpw, target)
+        control = inverse(results, mine)
         hb, ub, lb = self.settings.high_bits, self.settings.uniform_bits, method.bits
         names = (f"atlas-{lb}-{hb}bit", f"uniform-{ub}bit", f"atlas-inverse-{lb}-{hb}bit")
         entries = [
-            Entry(names[0], f"Atlas recipe: the {len(keep)} most sensitive scopes per parameter "
-                  f"at {hb} bits, the rest at {lb} ({expected_bpw(results, keep, low, high):.2f} "
-                  f"bits/weight, budget {target:.2f})", recipe_step(method, keep, hb)),
+            Entry(names[0], f"Atlas recipe: {lb} to {hb} bits per scope where they remove the "
+                  f"most predicted KL per bit ({average_bpw(results, mine, bpw):.2f} "
+                  f"bits/weight, budget {target:.2f})", recipe_step(method, mine)),
             Entry(names[1], f"Every decoder weight at {ub} bits ({target:.2f} bits/weight)",
                   uniform_step(method, ub)),
-            Entry(names[2], f"Control: the same budget spent on the {len(inverse)} least "
-                  "sensitive scopes", recipe_step(method, inverse, hb)),
+            Entry(names[2], "Control: the recipe's widths handed out in reverse order of "
+                  "sensitivity", recipe_step(method, control)),
         ]
         s = self.session
         header = (f"Mixed-precision recipe suggested by `python -m shrinktests atlas` for\n"
@@ -217,7 +230,7 @@ class AtlasRun:
             scored[name] = result
         if folder is not None:
             atomic_write_text(folder / "recipe.toml", text)
-        self.recipe = RecipeOutcome(tuple(keep), text, scored, *names, target)
+        self.recipe = RecipeOutcome(mine, text, scored, *names, target)
         return self.recipe
 
     # ------------------------------------------------------------------ report data
@@ -241,7 +254,7 @@ class AtlasRun:
         if self.recipe is not None:
             rec = self.recipe
             out["recipe"] = {
-                "high": list(rec.high), "target_bpw": rec.target_bpw, "text": rec.text,
+                "allocation": rec.allocation, "target_bpw": rec.target_bpw, "text": rec.text,
                 "recipe": rec.recipe, "uniform": rec.uniform, "inverse": rec.inverse,
                 "results": {k: to_dict(v) for k, v in rec.results.items()}}
         return out

@@ -1,19 +1,27 @@
 """Mixed-precision recipes from a sensitivity atlas, written as configs the library runs as is.
 
-The atlas measures each scope's drift when it alone is rounded to the low bit width. A recipe
-spends a bit budget (the bits per weight of a uniform config) on keeping the scopes with the
-most drift per parameter at a higher width: a greedy knapsack, exact enough when each scope's
-cost is small against the budget. The inverse recipe spends the same budget on the *least*
-sensitive scopes: a control showing whether the atlas' ranking, not the bit count, made the
-difference.
+The atlas measures each scope's drift (KL) when it alone is rounded to the method's bit width,
+and the scope's weight error at every width the recipe may use (cheap: no forward pass). Within
+one scope, KL is close to proportional to the weight error (second order: KL ≈ ½ δᵀFδ for a
+perturbation δ of fixed shape), so a scope's KL at b bits is predicted as
+``KL(low) · MSE(b) / MSE(low)``. Across scopes that proportion is exactly what MSE cannot tell
+(see the atlas' rank correlation), which is why each scope's KL is measured.
+
+The recipe spends the bit budget of a uniform config greedily, one bit of one scope at a time,
+on the step that removes the most predicted KL per bit spent, between the method's width and
+``high_bits``; since a scope's predicted KL falls ever more slowly with each bit, the greedy
+allocation is the optimum of the predicted total (up to the last step that does not fit). The
+inverse control hands the same widths, within each part, to the scopes in the opposite order of
+sensitivity: the same bits per weight, the ranking reversed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from shrinktests.atlas import PARTS, ScopeResult, parse_scope_id
 from shrinktests.compression.blockwise import BlockwiseQuant
@@ -23,43 +31,70 @@ from shrinktests.spec import ConfigSet
 #: bits of one float16 scale, stored once per block by the blockwise quantizer
 SCALE_BITS = 16
 
+Allocation = dict[str, int]  # scope id -> bit width
+
 
 def blockwise_bpw(bits: int, block_size: int) -> float:
     """Bits per weight of the blockwise quantizer (codes plus one float16 scale per block)."""
     return bits + SCALE_BITS / block_size
 
 
-def suggest(results: Sequence[ScopeResult], low_bpw: float, high_bpw: float,
-            target_bpw: float, order: Literal["sensitive", "inverse"] = "sensitive"
-            ) -> list[str]:
-    """Scope ids to keep at ``high_bpw`` so the average stays within ``target_bpw``.
+def predicted_kl(r: ScopeResult, bits: int) -> float:
+    """A scope's KL at ``bits``, scaled from the measured one by its weight error."""
+    if r.mse <= 0:
+        return 0.0
+    return r.drift.kl_mean * r.mse_by_bits[bits] / r.mse
 
-    Scopes are taken by drift per parameter (most first, or least first for the inverse
-    control), each one that still fits the remaining budget; ties break on the scope id, so the
-    same atlas always gives the same recipe.
-    """
-    if not low_bpw <= target_bpw <= high_bpw:
-        raise ValueError(f"target {target_bpw} bits/weight is outside [{low_bpw}, {high_bpw}]")
+
+def allocate(results: Sequence[ScopeResult], widths: Sequence[int],
+             bpw: Callable[[int], float], target_bpw: float) -> Allocation:
+    """Bit width per scope, from ``widths`` (ascending; the first is the atlas method's), that
+    minimises the total predicted KL with an average of at most ``target_bpw`` bits per
+    weight. Ties break on the scope id, so the same atlas always gives the same recipe."""
     total = sum(r.params for r in results)
-    budget = (target_bpw - low_bpw) * total
-    sign = -1.0 if order == "sensitive" else 1.0
-    ranked = sorted(results, key=lambda r: (sign * r.drift.kl_mean / max(r.params, 1), r.scope))
-    chosen = []
-    for r in ranked:
-        cost = (high_bpw - low_bpw) * r.params
-        if cost <= budget + 1e-9 * total:
-            chosen.append(r.scope)
-            budget -= cost
-    return chosen
+    if not bpw(widths[0]) <= target_bpw:
+        raise ValueError(f"target {target_bpw} bits/weight is below the lowest width's "
+                         f"{bpw(widths[0])}")
+    budget = (target_bpw - bpw(widths[0])) * total
+    level = {r.scope: 0 for r in results}
+    by_id = {r.scope: r for r in results}
+
+    def gain(sid: str) -> tuple[float, float] | None:
+        i = level[sid]
+        if i + 1 >= len(widths):
+            return None
+        r = by_id[sid]
+        cost = (bpw(widths[i + 1]) - bpw(widths[i])) * r.params
+        drop = predicted_kl(r, widths[i]) - predicted_kl(r, widths[i + 1])
+        return drop / cost, cost
+
+    while True:
+        options = [(g[0], sid, g[1]) for sid in sorted(level)
+                   if (g := gain(sid)) is not None and g[1] <= budget + 1e-9 * total]
+        if not options:
+            break
+        _, sid, cost = min(options, key=lambda o: (-o[0], o[1]))
+        level[sid] += 1
+        budget -= cost
+    return {sid: widths[i] for sid, i in level.items()}
 
 
-def expected_bpw(results: Sequence[ScopeResult], high: Sequence[str], low_bpw: float,
-                 high_bpw: float) -> float:
-    """Average bits per weight of the scopes when ``high`` are kept at ``high_bpw``."""
+def inverse(results: Sequence[ScopeResult], allocation: Mapping[str, int]) -> Allocation:
+    """The control: within each group of scopes of one part and size, the allocation's
+    widths handed to the scopes from the least to the most sensitive (same bits per weight)."""
+    out: Allocation = {}
+    for part, size in sorted({(r.part, r.params) for r in results}):
+        group = sorted((r for r in results if (r.part, r.params) == (part, size)),
+                       key=lambda r: (r.drift.kl_mean, r.scope))
+        widths = sorted(allocation[r.scope] for r in group)
+        out.update({r.scope: w for r, w in zip(reversed(group), widths, strict=True)})
+    return out
+
+
+def average_bpw(results: Sequence[ScopeResult], allocation: Mapping[str, int],
+                bpw: Callable[[int], float]) -> float:
     total = sum(r.params for r in results)
-    keep = set(high)
-    bits = sum(r.params * (high_bpw if r.scope in keep else low_bpw) for r in results)
-    return bits / total if total else 0.0
+    return sum(r.params * bpw(allocation[r.scope]) for r in results) / total if total else 0.0
 
 
 def _scope_table(part: str, layers: list[int]) -> dict[str, Any]:
@@ -79,22 +114,29 @@ def _params(method: BlockwiseQuant, scope: dict[str, Any] | None = None) -> dict
     return out
 
 
-def recipe_step(method: BlockwiseQuant, high: Sequence[str], high_bits: int) -> dict[str, Any]:
-    """The ``mixed`` step: one rule per part listing the layers kept at ``high_bits``, then the
-    atlas' own method for every other decoder weight (first matching rule wins)."""
-    by_part: dict[str, list[int]] = {}
-    for scope_id in high:
-        s = parse_scope_id(scope_id)
-        by_part.setdefault(s.part, []).append(s.layer)
-    high_method = replace(method, bits=high_bits, levels=None, scope=Scope())
-    rules = [_params(high_method, _scope_table(part, sorted(layers)))
-             for part, layers in sorted(by_part.items())]
-    rules.append(_params(method))
+def at_bits(method: BlockwiseQuant, bits: int) -> BlockwiseQuant:
+    """The atlas method at another width (its own codebook only at its own width)."""
+    levels = method.levels if bits == method.bits else None
+    return replace(method, bits=bits, levels=levels, scope=Scope())
+
+
+def recipe_step(method: BlockwiseQuant, allocation: Mapping[str, int]) -> dict[str, Any]:
+    """The ``mixed`` step: a rule per (width, part) listing its layers, widest first, then the
+    most common width for every other decoder weight (first matching rule wins)."""
+    common = Counter(allocation.values()).most_common(1)[0][0] if allocation else method.bits
+    groups: dict[tuple[int, str], list[int]] = {}
+    for scope_id, bits in allocation.items():
+        if bits != common:
+            s = parse_scope_id(scope_id)
+            groups.setdefault((bits, s.part), []).append(s.layer)
+    rules = [_params(at_bits(method, bits), _scope_table(part, sorted(layers)))
+             for (bits, part), layers in sorted(groups.items(), key=lambda g: (-g[0][0], g[0][1]))]
+    rules.append(_params(at_bits(method, common)))
     return {"method": "mixed", "rules": rules}
 
 
 def uniform_step(method: BlockwiseQuant, bits: int) -> dict[str, Any]:
-    return _params(replace(method, bits=bits, levels=None, scope=Scope()))
+    return _params(at_bits(method, bits))
 
 
 @dataclass(frozen=True)

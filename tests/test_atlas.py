@@ -37,11 +37,13 @@ from shrinktests.compression.quanto import QuantoWeights
 from shrinktests.metrics import TeacherForced, first_divergence
 from shrinktests.recipe import (
     Entry,
+    allocate,
+    average_bpw,
     blockwise_bpw,
     configs_file,
-    expected_bpw,
+    inverse,
+    predicted_kl,
     recipe_step,
-    suggest,
     uniform_step,
 )
 from shrinktests.spec import load_configs
@@ -133,45 +135,66 @@ def test_ranges_compress_layer_lists() -> None:
 # --------------------------------------------------------------------------- recipes
 
 
-def _result(scope: str, kl: float, params: int) -> ScopeResult:
+def _result(scope: str, kl: float, params: int, mse: float = 1e-3) -> ScopeResult:
+    """A scope whose error quarters with every extra bit (uniform rounding's 6 dB per bit)."""
     s = parse_scope_id(scope)
     drift = Drift(kl, kl, 1 - kl, (None,), (4,), 0)
-    return ScopeResult(scope, s.layer, s.part, 1, params, 2.5, 1e-3, 0.3, drift, 0.0)
+    curve = {b: mse * 4.0 ** (2 - b) for b in range(2, 9)}
+    return ScopeResult(scope, s.layer, s.part, 1, params, 2.5, mse, 0.3, drift, 0.0, curve)
+
+
+def _bpw(bits: int) -> float:
+    return blockwise_bpw(bits, 32)
+
+
+def _total(results: list[ScopeResult], allocation: dict[str, int]) -> float:
+    return sum(predicted_kl(r, allocation[r.scope]) for r in results)
 
 
 scope_results = st.lists(
-    st.tuples(st.floats(0, 10, allow_nan=False), st.integers(1, 10_000)),
-    min_size=1, max_size=20).map(
-    lambda xs: [_result(f"L{i:02d}.mlp", kl, n) for i, (kl, n) in enumerate(xs)])
+    st.tuples(st.floats(0, 10, allow_nan=False), st.integers(1, 10_000),
+              st.sampled_from(["mlp", "attention"])),
+    min_size=1, max_size=16).map(
+    lambda xs: [_result(f"L{i:02d}.{part}", kl, n) for i, (kl, n, part) in enumerate(xs)])
 
 
-@given(scope_results, st.floats(2.5, 4.5))
-def test_a_recipe_never_exceeds_its_bit_budget(results: list[ScopeResult],
-                                               target: float) -> None:
-    for order in ("sensitive", "inverse"):
-        high = suggest(results, 2.5, 4.5, target, order)  # type: ignore[arg-type]
-        assert len(set(high)) == len(high)
-        assert expected_bpw(results, high, 2.5, 4.5) <= target + 1e-9
-    assert suggest(results, 2.5, 4.5, 4.5) == [r.scope for r in sorted(
-        results, key=lambda r: (-r.drift.kl_mean / r.params, r.scope))]  # all fit: all kept
+@given(scope_results, st.floats(2.5, 4.5), st.floats(0.0, 1.0))
+def test_a_recipe_never_exceeds_its_bit_budget_and_more_bits_never_hurt(
+        results: list[ScopeResult], target: float, more: float) -> None:
+    widths = [2, 3, 4]
+    mine = allocate(results, widths, _bpw, target)
+    assert set(mine) == {r.scope for r in results} and set(mine.values()) <= set(widths)
+    assert average_bpw(results, mine, _bpw) <= target + 1e-9
+    control = inverse(results, mine)
+    assert average_bpw(results, control, _bpw) == pytest.approx(average_bpw(results, mine, _bpw))
+    assert _total(results, mine) <= _total(results, control) + 1e-9
+    richer = allocate(results, widths, _bpw, min(4.5, target + more))
+    assert _total(results, richer) <= _total(results, mine) + 1e-9
 
 
-def test_the_recipe_spends_the_budget_on_drift_per_weight() -> None:
+def test_the_budget_goes_where_it_removes_the_most_predicted_kl() -> None:
     results = [_result("L00.mlp", 1.0, 300), _result("L00.attention", 0.6, 100),
-               _result("L01.mlp", 0.2, 300), _result("L01.attention", 0.1, 100)]
-    # budget (3.5 - 2.5) x 800 = 800 extra bits; each promotion costs 2 bits per weight
-    assert suggest(results, 2.5, 4.5, 3.5) == ["L00.attention", "L00.mlp"]
-    assert suggest(results, 2.5, 4.5, 3.5, "inverse") == ["L01.mlp", "L01.attention"]
-    with pytest.raises(ValueError, match="outside"):
-        suggest(results, 2.5, 4.5, 5.0)
+               _result("L01.mlp", 0.02, 300), _result("L01.attention", 0.01, 100)]
+    assert allocate(results, [2, 3, 4], _bpw, 2.5) == dict.fromkeys(
+        (r.scope for r in results), 2)
+    assert set(allocate(results, [2, 3, 4], _bpw, 4.5).values()) == {4}
+    # 800 extra bits at 3.5: the two sensitive scopes get 4 bits, the others stay at 2
+    mine = allocate(results, [2, 3, 4], _bpw, 3.5)
+    assert mine == {"L00.mlp": 4, "L00.attention": 4, "L01.mlp": 2, "L01.attention": 2}
+    assert inverse(results, mine) == {"L00.mlp": 2, "L00.attention": 2, "L01.mlp": 4,
+                                      "L01.attention": 4}
+    assert predicted_kl(results[0], 3) == pytest.approx(0.25)  # KL follows the weight error
+    with pytest.raises(ValueError, match="below the lowest width"):
+        allocate(results, [3, 4], _bpw, 2.5)
 
 
 def test_a_written_recipe_loads_as_a_configs_file(tmp_path: Path) -> None:
     ref = load_configs(ROOT / "suites" / "configs.toml")
     method = BlockwiseQuant(bits=2, block_size=32, levels=(-0.75, -0.25, 0.25, 0.75))
     text = configs_file(ref, [
-        Entry("mine", 'a "quoted" description', recipe_step(
-            method, ["L03.mlp", "L00.mlp", "L01.attention", "L02.q_proj"], 4)),
+        Entry("mine", 'a "quoted" description', recipe_step(method, {
+            "L03.mlp": 4, "L00.mlp": 4, "L01.attention": 3, "L02.q_proj": 4, "L00.attention": 2,
+            "L01.mlp": 2, "L02.mlp": 2, "L03.attention": 2})),
         Entry("flat", "uniform", uniform_step(method, 3)),
     ], "header line\nsecond line")
     path = tmp_path / "recipe.toml"
@@ -184,10 +207,12 @@ def test_a_written_recipe_loads_as_a_configs_file(tmp_path: Path) -> None:
                                                               ref.confidence)
     mixed = configs.get("mine").steps[1]
     rules = mixed.params()["rules"]
+    # widest first, one rule per (width, part); the most common width takes everything else
     assert [(r["bits"], r["scope"]["part"], r["scope"]["layers"], r["scope"]["include"])
-            for r in rules] == [(4, "attention", [1], None), (4, "mlp", [0, 3], None),
-                                (4, "full", [2], "*.q_proj"), (2, "full", None, None)]
+            for r in rules] == [(4, "mlp", [0, 3], None), (4, "full", [2], "*.q_proj"),
+                                (3, "attention", [1], None), (2, "full", None, None)]
     assert rules[-1]["levels"] == [-0.75, -0.25, 0.25, 0.75]  # the atlas' own codebook
+    assert rules[0]["levels"] is None  # other widths: the default codebook
     assert configs.get("flat").steps[1] == BlockwiseQuant(bits=3, block_size=32)
     assert blockwise_bpw(3, 32) == 3.5
 
@@ -265,7 +290,8 @@ def test_whole_config_evaluation_restores_and_a_new_model_is_refused() -> None:
     atlas = Atlas(model, _probe(model))
     method = BlockwiseQuant(bits=2, block_size=32)
     low = atlas.evaluate("low", [BlockwiseQuant(bits=2, block_size=32)])
-    mixed = build_method(recipe_step(method, ["L00.mlp", "L01.mlp"], 4))
+    mixed = build_method(recipe_step(method, {"L00.mlp": 4, "L01.mlp": 4, "L00.attention": 2,
+                                              "L01.attention": 2, "L02.mlp": 2}))
     mix = atlas.evaluate("mix", [mixed])
     assert low.bits_per_weight == pytest.approx(2.5)
     assert 2.5 < mix.bits_per_weight < 4.5

@@ -84,10 +84,10 @@ class Packed:
         return 8 * self.nbytes / max(self.numel, 1)
 
 
-def quantize(
-    values: npt.ArrayLike, bits: int, block_size: int, levels: Sequence[float] | None = None
-) -> Packed:
-    """Blockwise absmax quantization of ``values`` to the given codebook (sorted ascending)."""
+def _snap(values: npt.ArrayLike, bits: int, block_size: int, levels: Sequence[float] | None
+          ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float16], tuple[float, ...],
+                     tuple[int, ...]]:
+    """Codes, per-block float16 scales, codebook and shape: the quantizer minus packing."""
     book = tuple(sorted(levels)) if levels is not None else (
         SEED003_2BIT_LEVELS if bits == 2 else uniform_levels(bits)
     )
@@ -109,7 +109,25 @@ def quantize(
     # nearest level; midpoints between sorted levels make this a searchsorted
     mids = (book_arr[1:] + book_arr[:-1]) / 2
     codes = np.searchsorted(mids, normed.ravel()[:n]).astype(np.uint8)
-    return Packed(pack_codes(codes, bits), scales, tuple(arr.shape), bits, block_size, book)
+    return codes, scales, book, tuple(arr.shape)
+
+
+def quantize(
+    values: npt.ArrayLike, bits: int, block_size: int, levels: Sequence[float] | None = None
+) -> Packed:
+    """Blockwise absmax quantization of ``values`` to the given codebook (sorted ascending)."""
+    codes, scales, book, shape = _snap(values, bits, block_size, levels)
+    return Packed(pack_codes(codes, bits), scales, shape, bits, block_size, book)
+
+
+def fake_quantize(
+    values: npt.ArrayLike, bits: int, block_size: int, levels: Sequence[float] | None = None
+) -> npt.NDArray[np.float32]:
+    """``dequantize(quantize(...))`` without packing the codes: the same values, for measuring
+    the error at several bit widths cheaply."""
+    codes, scales, book, shape = _snap(values, bits, block_size, levels)
+    scale = np.repeat(scales.astype(np.float32), block_size)[: codes.size]
+    return (np.asarray(book, dtype=np.float32)[codes] * scale).reshape(shape)
 
 
 def dequantize(p: Packed) -> npt.NDArray[np.float32]:
