@@ -492,7 +492,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     parts = config.stash.get(worker_data_key, [])
     if parts:
         data = merge_data(parts, session.configs.names())
-    elif session.runs or (session.atlas is not None and session.atlas.results):
+    elif session.runs or session.atlas_results():
         data = summary_data(session)
     else:
         return

@@ -211,12 +211,12 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         "examples": {n: _examples(session, n) for n in names},
         "timeline": {n: _timeline(session, n) for n in names},
         "cached_timings": any(r.cached_timings for r in session.runs.values()),
-        "model": session.source.describe() if names else "",
+        "model": session.source.describe() if names or session.atlas_results() else "",
         "generate_calls": session.generate_calls,
         "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
         "bench": session.bench_info,
         "workload": f"{bench.prompts} prompts x {bench.new_tokens} new tokens",
-        "atlas": session.atlas.data() if session.atlas and session.atlas.results else None,
+        "atlas": session.atlas.data() if session.atlas and session.atlas_results() else None,
     }
 
 

@@ -50,13 +50,15 @@ def markdown(data: dict[str, Any]) -> str:
     lines = ["# shrinktests report", "",
              f"Model `{data['model']}`; {len(rows)} configs; "
              + (f"**failing: {', '.join(failing)}**" if failing else "no unexpected failures")
-             + ".", "",
-             "| " + " | ".join(COLUMNS) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-    lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is the "
-              "median first divergent token (`+N=` prompts identical, `~N` near-ties); loops and "
-              "empty count degenerate outputs; constr is the share of constraints met.", ""]
+             + ".", ""]
+    if rows:  # an atlas-only run (-k atlas) has no config table
+        lines += ["| " + " | ".join(COLUMNS) + " |",
+                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+        lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is "
+                  "the median first divergent token (`+N=` prompts identical, `~N` near-ties); "
+                  "loops and empty count degenerate outputs; constr is the share of constraints "
+                  "met.", ""]
     if data.get("aggregates"):
         lines += [f"Against the baseline over all prompts, {100 * data['level']:.0f}% intervals "
                   "(bootstrap over prompts; loops and adherence in percentage points, paired, "
@@ -157,24 +159,28 @@ def _stats_html(data: dict[str, Any]) -> list[str]:
             _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
 
 
+def _config_html(data: dict[str, Any]) -> list[str]:
+    details = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
+                      for k, v in data["details"].items())
+    return [_table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
+            f"<ul>{details}</ul>", *_stats_html(data),
+            '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>"]
+
+
 def html(data: dict[str, Any]) -> str:
     """index.html: one self-contained file (inline CSS and SVG, no scripts, no network)."""
     examples = "".join(_example_html(name, ex) for name, exs in data["examples"].items()
                        for ex in exs)
-    details = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
-                      for k, v in data["details"].items())
+    side_by_side = ["<h2>Continuations side by side</h2>",
+                    "<p>Grey: the common prefix; highlighted: each model's text after the first "
+                    "divergence. The prompts where each config drifted most.</p>", examples]
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         "<title>shrinktests report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>shrinktests report</h1>", f"<p>Model <code>{escape(data['model'])}</code></p>",
-        _table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
-        f"<ul>{details}</ul>", *_stats_html(data),
-        '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>",
+        *(_config_html(data) if data["configs"] else []),
         *(atlas_report.html_section(data["atlas"]) if data.get("atlas") else []),
-        "<h2>Continuations side by side</h2>",
-        "<p>Grey: the common prefix; highlighted: each model's text after the first "
-        "divergence. The prompts where each config drifted most.</p>", examples,
-        "</body></html>",
+        *(side_by_side if examples else []), "</body></html>",
     ])
 
 

@@ -129,6 +129,10 @@ class ShrinkSession:
             self._atlas = AtlasRun(self, self.configs.atlas, self.configs.atlas_budgets)
         return self._atlas
 
+    def atlas_results(self) -> bool:
+        """Whether this run measured (or read) any atlas scope."""
+        return self._atlas is not None and bool(self._atlas.results)
+
     # ------------------------------------------------------------------ inputs
 
     @property

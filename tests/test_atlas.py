@@ -456,3 +456,41 @@ def test_a_configs_file_kept_elsewhere_runs_the_project_suites(tmp_path: Path) -
     assert suite_files_beside(alone, project) == suite_files_beside(project)
     with pytest.raises(SpecError, match="no suite files beside this configs file"):
         suite_files_beside(alone)
+
+
+def test_the_atlas_renders_as_a_table_a_heatmap_and_a_scatter(tmp_path: Path) -> None:
+    from shrinktests import atlas_report
+    from shrinktests.atlas import ranked, to_dict
+
+    results = ranked([_result(f"L{i:02d}.{part}", kl, n, mse)
+                      for i, (kl, mse) in enumerate([(5.7, 5e-3), (0.2, 1e-2), (0.04, 4e-3)])
+                      for part, n in (("attention", 100), ("mlp", 300))])
+    data = {"method": {"method": "blockwise", "bits": 2, "block_size": 32, "levels": None},
+            "parts": ["attention", "mlp"], "budgets": [], "seconds": 12.0,
+            "scopes": [to_dict(r) for r in results], "restored": "exact",
+            "spearman": {"mse": spearman([r.mse for r in results],
+                                         [r.drift.kl_mean for r in results]),
+                         "rel_error": (0.1, 0.5)}}
+    lines = atlas_report.render(data)
+    assert lines[0].startswith("sensitivity atlas: method=blockwise, bits=2, block_size=32,")
+    assert "levels" not in lines[0]  # unset parameters are not shown
+    assert lines[3].split()[:3] == ["1", "L00.attention", "5.7000"]
+    assert any("Spearman rho(MSE, KL)" in line for line in lines)
+    heat = atlas_report.heatmap_svg(data)
+    assert heat.count("<rect") >= 6 + 10 and "L00.mlp: KL 5.7000" in heat
+    scatter = atlas_report.scatter_svg(data)
+    assert scatter.count("<circle") == 6 + 2  # six scopes and a legend entry per part
+    written = atlas_report.write(tmp_path, data)
+    assert {p.name for p in written} == {"atlas.json", "atlas.md", "heatmap.svg", "scatter.svg",
+                                         "index.html"}
+    assert json.loads((tmp_path / "atlas.json").read_text())["scopes"][0]["scope"] == (
+        "L00.attention")
+
+    from shrinktests.report_files import html, markdown
+
+    report = {"configs": {}, "details": {}, "examples": {}, "timeline": {}, "model": "m",
+              "aggregates": {}, "judgements": [], "atlas": data}
+    md = markdown(report)
+    assert "## Sensitivity atlas" in md and "| config |" not in md
+    page = html(report)
+    assert "Sensitivity atlas" in page and "Continuations side by side" not in page
