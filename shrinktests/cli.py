@@ -54,11 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class UsageError(Exception):
+    """A bad command-line value: reported in one line, exit code 2."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from shrinktests.model import ModelSourceError
+
     args = _parser().parse_args(argv)
     try:
         return _atlas(args)
-    except (SpecError, ConfigError, AtlasError, MethodUnavailable, ValueError) as exc:
+    except (UsageError, SpecError, ConfigError, AtlasError, MethodUnavailable,
+            ModelSourceError) as exc:
         print(f"shrinktests atlas: {exc}", file=sys.stderr)
         return 2
 
@@ -70,7 +77,7 @@ def _settings(args: argparse.Namespace, configured: AtlasSettings | None) -> Atl
         try:
             settings = replace(settings, parts=parts)
         except ConfigError as exc:
-            raise ValueError(f"--parts: {exc.problem}") from None
+            raise UsageError(f"--parts: {exc.problem}") from None
     return settings
 
 
@@ -86,7 +93,7 @@ def _atlas(args: argparse.Namespace) -> int:
 
     from shrinktests import atlas_report
     from shrinktests.atlas_run import AtlasRun
-    from shrinktests.model import cache_root, check_model_folder
+    from shrinktests.model import ModelSourceError, cache_root, check_model_folder
     from shrinktests.session import SessionOptions, ShrinkSession
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -98,7 +105,10 @@ def _atlas(args: argparse.Namespace) -> int:
     suites = tuple(load_suite(p) for p in paths)
     model = Path(args.model).expanduser() if args.model else None
     if model is not None:
-        check_model_folder(model)
+        try:
+            check_model_folder(model)
+        except ModelSourceError as exc:  # its messages name the pytest option
+            raise UsageError(str(exc).replace("--shrink-model", "--model", 1)) from None
     cache = None if args.cache == "none" else Path(args.cache) if args.cache else cache_root()
     session = ShrinkSession(SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=args.threads,

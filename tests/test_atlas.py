@@ -388,12 +388,17 @@ def test_the_command_maps_the_default_model_and_writes_a_recipe_that_loads(
     assert "restore check: not needed (every result came from the cache)" in again.stdout
 
 
-def test_the_command_names_a_bad_part(tmp_path: Path) -> None:
+def test_the_command_names_a_bad_part_or_model(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-m", "shrinktests", "atlas", "--configs",
                           str(ROOT / "suites" / "configs.toml"), "--parts", "mlp,ffn"],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 2
     assert "--parts: unknown part 'ffn'" in run.stderr
+    run = subprocess.run([sys.executable, "-m", "shrinktests", "atlas", "--configs",
+                          str(ROOT / "suites" / "configs.toml"), "--model", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 2
+    assert f"shrinktests atlas: --model {tmp_path}: no config.json" in run.stderr
 
 
 ATLAS_TABLE = """
