@@ -72,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace, configured: AtlasSettings | None) -> AtlasSettings:
     settings = configured or AtlasSettings()
+    if args.suite:  # explicit suite files: score all of them
+        settings = replace(settings, suites=())
     if args.parts:
         parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
         try:
@@ -114,8 +116,6 @@ def _atlas(args: argparse.Namespace) -> int:
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=args.threads,
         snapshot_dir=_snapshots(configs_path)))
     run = AtlasRun(session, settings, configs.atlas_budgets)
-    if args.suite is not None:  # explicit suite files: score all of them
-        run.settings = replace(settings, suites=())
     start = time.perf_counter()
     ids = run.scope_ids()
     print(f"shrinktests atlas: {session.source.describe()}, {len(ids)} scopes, scoring "
