@@ -1,6 +1,6 @@
 """Sensitivity atlas: which layers and sub-blocks a quantizer may touch, measured one at a time.
 
-Seed 003 rounded parts of a model to 2 bits and found that *where* the error lands matters more
+Rounding parts of a 1B model to 2 bits showed that *where* the error lands matters more
 than how much of it there is: layer 0's MLP (lower reconstruction MSE) moved the output far more
 than layer 0's attention. The atlas makes that a measurement. For every scope (decoder layer x
 attention / MLP, or x tensor family) it swaps the method's output into the live reference
@@ -45,7 +45,7 @@ class AtlasError(RuntimeError):
 class AtlasSettings:
     """``[settings.atlas]`` of the configs file: what to perturb, with what, and the budgets."""
 
-    #: the perturbation applied to one scope at a time (seed 003: blockwise 2-bit, block 32)
+    #: the perturbation applied to one scope at a time (default: blockwise 2-bit, block 32)
     method: ScopedMethod = field(default_factory=BlockwiseQuant)
     #: sub-blocks ("attention", "mlp") and/or tensor families ("q_proj", "down_proj", ...)
     parts: tuple[str, ...] = PARTS

@@ -1,10 +1,11 @@
 """Degeneration of one output: named failure modes, each measured by a pure function.
 
-The modes are the ones the seeds saw when compression went too far: a **repetition loop**
-(``"guten morgen"`` forever), **token soup** (mixed scripts, HTML fragments, random capitals,
-non-words), **silence** (nothing at all), **truncation** mid-sentence (the answer runs out of
-token budget) and **overshoot** (a list longer than asked). Each mode has a metric with a
-budget in the configs file; :func:`evidence` finds the span a failure message shows.
+The modes are the ones seen when pruning or quantizing 0.5B–8B models went too far: a
+**repetition loop** (``"guten morgen"`` forever), **token soup** (mixed scripts, HTML
+fragments, random capitals, non-words), **silence** (nothing at all), **truncation**
+mid-sentence (the answer runs out of token budget) and **overshoot** (a list longer than
+asked). Each mode has a metric with a budget in the configs file; :func:`evidence` finds the
+span a failure message shows.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def soup(text: str) -> float:
     """Share of words that look like token soup (:func:`soup_words`); 0.0 for no words.
 
     Fluent text in one script scores below 0.05 (proper names and code identifiers are
-    the usual false positives); seed 000's "nonsense fragments in multiple scripts" and
-    "HTML fragments, random caps" score far higher.
+    the usual false positives); the "nonsense fragments in multiple scripts" and "HTML
+    fragments, random caps" of an over-pruned 8B model score far higher.
     """
     words = _WORD.findall(text)
     return len(soup_words(text)) / len(words) if words else 0.0
@@ -89,8 +90,8 @@ def word_repetition_ratio(text: str, n: int = 3) -> float:
     """Repetition ratio over words: 1 − unique word n-grams / word n-grams (case-folded).
 
     The word-level twin of seq-rep-n, so it does not depend on the tokenizer: 0.0 when no
-    three-word phrase occurs twice, near 1.0 for a loop (seed 002 flags outputs whose
-    repetition ratio crosses a threshold; 0.17 was fine, 0.73 was a loop).
+    three-word phrase occurs twice, near 1.0 for a loop (a published 8-bit/4-bit benchmark
+    flags outputs whose repetition ratio crosses a threshold; 0.17 was fine, 0.73 was a loop).
     """
     words = [w.casefold() for w in _WORD.findall(text)]
     grams = [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]

@@ -2,8 +2,8 @@
 
 Every comparison shrinktests makes is *paired*: the config and the baseline answer the same
 prompts, so per-prompt (or per-constraint) differences carry the signal and the prompt-to-prompt
-spread cancels. With 30-odd prompts, "16.7 % vs 13.3 % adherence" (seed 002) is noise; these
-functions say so with numbers:
+spread cancels. With 30-odd prompts, "16.7 % vs 13.3 % adherence" (5 vs 4 of 30 prompts) is
+noise; these functions say so with numbers:
 
 - :func:`wilson` — Wilson score interval of a rate k/n (loops /N, empty /N);
 - :func:`bootstrap_mean` — percentile bootstrap interval of a mean of per-prompt values (KL,

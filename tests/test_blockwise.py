@@ -85,7 +85,7 @@ def test_pack_and_unpack_reject_what_does_not_fit() -> None:
 
 
 def test_default_two_bit_codebook_is_seed_003s() -> None:
-    """Seed 003 found (-0.75, -0.25, 0.25, 0.75) beats uniform at 2 bits: it is the default."""
+    """(-0.75, -0.25, 0.25, 0.75) was found to beat uniform at 2 bits: it is the default."""
     assert SEED003_2BIT_LEVELS == (-0.75, -0.25, 0.25, 0.75)
     assert quantize(np.ones(4), 2, 4).levels == (-0.75, -0.25, 0.25, 0.75)
     assert quantize(np.ones(4), 3, 4).levels == uniform_levels(3)

@@ -30,7 +30,7 @@ def is_palindrome(s):
     return s == s[::-1]
 ```
 '''
-# seed 002's failure: the 4-bit model's version crashes on the empty string
+# a failure seen in a 4-bit benchmark: the quantized model's version crashes on the empty string
 NO_EMPTY = '''```python
 def is_palindrome(s):
     return s[0] == s[-1] and is_palindrome(s[1:-1]) if len(s) > 1 else s[0] == s[0]

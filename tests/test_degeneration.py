@@ -1,5 +1,5 @@
-"""Degeneration modes: each metric on hand-made outputs of the kinds the seeds describe, and
-hypothesis properties of the token-level measures."""
+"""Degeneration modes: each metric on hand-made outputs of the kinds over-compressed models
+produce, and hypothesis properties of the token-level measures."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_fluent_text_and_code_are_not_soup(text: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "odd"), [
-    ("пр ивет 世界 data Λόγος mañana", "Λόγος"),  # seed 000: fragments in multiple scripts
+    ("пр ивет 世界 data Λόγος mañana", "Λόγος"),  # over-pruned 8B: fragments in multiple scripts
     ("<div class='x'> tHe rEsUlT </span> &nbsp; is", "tHe"),  # HTML fragments, random caps
     ("xkcdqz brtplm vvvvvv the", "xkcdqz"),  # non-words
 ])
@@ -91,7 +91,7 @@ def test_rep_l_and_distinct_n_worked_examples() -> None:
 # --------------------------------------------------------------------------- truncation, overshoot
 
 @pytest.mark.parametrize(("text", "finished", "expected"), [
-    ("The sky appears blue due to a phenomenon known as", False, True),  # seed 000
+    ("The sky appears blue due to a phenomenon known as", False, True),  # a pruned 8B
     ("The sky is blue.", False, False),
     ("The sky appears blue due to", True, False),  # the model chose to stop
     (CODE, False, False),
@@ -103,7 +103,7 @@ def test_truncation_is_running_out_of_tokens_mid_sentence(text: str, finished: b
 
 
 def test_overshoot_counts_items_beyond_the_asked_maximum() -> None:
-    cities = "\n".join(f"{i}. City {i}" for i in range(1, 9))  # seed 000: "long city list"
+    cities = "\n".join(f"{i}. City {i}" for i in range(1, 9))  # a pruned 8B: "long city list"
     assert overshoot(cities, 5) == 3
     assert overshoot(cities, None) == 0
     assert overshoot("- a\n- b", 5) == 0

@@ -22,7 +22,7 @@ def tiny_llama(layers: int = 6) -> LlamaForCausalLM:
 
 
 def test_drop_layers_reports_the_reduction_and_still_generates() -> None:
-    """Seed 001's figures (layers and params before/after, %) and a working KV cache."""
+    """Depth-pruning figures (layers and params before/after, %) and a working KV cache."""
     model = tiny_llama(6)
     ctx = StepContext()
     model = DropLayers(layers=(1, 2, 3)).apply(model, ctx)

@@ -83,7 +83,7 @@ def test_identical_outcomes_are_within_noise() -> None:
     assert not significant(est)
 
 
-# seed 002's case: 16.7 % vs 13.3 % adherence over 30 prompts is noise
+# a published benchmark's case: 16.7 % vs 13.3 % adherence over 30 prompts is noise
 def _seed002() -> tuple[list[bool], list[bool]]:
     base = [True] * 5 + [False] * 25
     cand = [True] * 3 + [False, False] + [True] + [False] * 24  # 4 of 30, one swapped

@@ -1,6 +1,6 @@
 """torchao int8 weight-only and int8 dynamic-activation quantization.
 
-Both work on CPU with torchao 0.18 (DESIGN.md: KL 0.007 weight-only, 0.10 dynamic on
+Both work on CPU with torchao 0.18 (measured on 2 cores: KL 0.007 weight-only, 0.10 dynamic on
 SmolLM2-135M). torchao's int4 weight-only config needs CUDA kernels and is not offered. The
 weights become torchao tensor subclasses; :mod:`shrinktests.compression.measure` reads their
 inner int8 data and scales for bytes and dequantizes them for reconstruction error.

@@ -1,8 +1,9 @@
 """bitsandbytes quantization through transformers' load-time quantizer (4-bit NF4/FP4, LLM.int8).
 
-Seed 002 measured these on a GPU; on this CPU-only machine bitsandbytes 0.50 runs both through
-its CPU backend (DESIGN.md: nf4 22 tok/s, 8-bit 12 tok/s on SmolLM2-135M). It logs a warning
-about the optional ``kernels`` package: do not install that, it downloads from a model hub.
+Published bf16/8-bit/NF4 comparisons ran on a GPU; on a CPU-only machine bitsandbytes 0.50 runs
+both through its CPU backend (measured on a 2-core CPU: nf4 22 tok/s, 8-bit 12 tok/s on
+SmolLM2-135M). It logs a warning about the optional ``kernels`` package: do not install that,
+it downloads from a model hub.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
-"""Low-rank error correction after quantization (EoRA-like, seed 004).
+"""Low-rank error correction after quantization (EoRA-like).
 
 For each scoped linear layer with original weight W and quantized weight Q, the error
 ΔW = W − Q is approximated by a rank-r product B·A from a truncated SVD, and the layer then
 computes ``Q x + B (A x)``. Plain SVD minimises ‖ΔW − BA‖ over all inputs; with
 ``activation_aware`` the error is first projected onto the eigenspace of the calibration
 activations' covariance (EoRA's idea), so the rank is spent on the directions the layer's
-inputs actually use. Seed 004 used rank 2048 at the boundary layers and 128 elsewhere; ranks
-here are capped by the matrix size and set per scope with ``overrides``.
+inputs actually use. A published mixed-precision recipe used rank 2048 at the boundary layers
+and 128 elsewhere; ranks here are capped by the matrix size and set per scope with
+``overrides``.
 """
 
 from __future__ import annotations

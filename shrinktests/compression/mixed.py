@@ -1,10 +1,10 @@
-"""Mixed precision: an ordered list of (scope → method) rules, first match wins (seed 004).
+"""Mixed precision: an ordered list of (scope → method) rules, first match wins.
 
-Seed 004 kept the first and last decoder layers and the attention projections at 8 bits,
-put the middle MLPs at 4 bits and left embeddings and the LM head alone. Here each rule is an
-ordinary scoped method with its own ``scope``; a tensor belongs to the first rule whose scope
-selects it, so later rules only see what earlier ones left. The config reports how many
-tensors each rule took and the bits per weight they ended up with.
+A published mixed-precision recipe kept the first and last decoder layers and the attention
+projections at 8 bits, put the middle MLPs at 4 bits and left embeddings and the LM head alone.
+Here each rule is an ordinary scoped method with its own ``scope``; a tensor belongs to the
+first rule whose scope selects it, so later rules only see what earlier ones left. The config
+reports how many tensors each rule took and the bits per weight they ended up with.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Pruning: drop whole decoder layers (seed 001) or zero small weights (seed 000).
+"""Pruning: drop whole decoder layers (depth) or zero small weights (unstructured).
 
-Seed 001 cut a 36-layer model to 10 layers (65.48% fewer parameters) and its output became
-nonsense; seed 000 pruned unstructured weights at rising ratios and watched fluency turn into
+Cutting a 4B model from 36 decoder layers to 10 (65.48% fewer parameters) turned its output
+into nonsense; pruning an 8B model's unstructured weights at rising ratios turned fluency into
 loops, token soup and finally silence. Both are here so the same checks can show that.
 """
 

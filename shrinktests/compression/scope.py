@@ -1,9 +1,9 @@
 """Which tensors a method touches: layer range, sub-block and name glob.
 
-Seed 003's experiments are all "this quantizer on that part of the model" (layer 0 MLP only,
-layers 0–1 attention only, …); a scope is that "that part" as data. Embeddings and the
-LM head are never selected unless ``include_embeddings`` / ``include_lm_head`` say so, because
-tied embeddings make them the same tensor in many small models.
+Partial-quantization experiments are all "this quantizer on that part of the model" (layer 0
+MLP only, layers 0–1 attention only, …); a scope is that "that part" as data. Embeddings and
+the LM head are never selected unless ``include_embeddings`` / ``include_lm_head`` say so,
+because tied embeddings make them the same tensor in many small models.
 """
 
 from __future__ import annotations
