@@ -104,7 +104,7 @@ class AtlasRun:
                 "model": s.source.fingerprint,
                 "reference": s.configs.get(s.reference.name).fingerprint(),
                 "prompts": prompts, "continuations": conts,
-                "epsilon": s.configs.near_tie_epsilon})
+                "epsilon": s.configs.near_tie_epsilon, "numerics": s.numerics()})
         return self._probe_key
 
     @property

@@ -21,7 +21,6 @@ import pytest
 from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
 
 if TYPE_CHECKING:
-    from shrinktests.accepted import Accepted
     from shrinktests.session import ShrinkSession
 
 session_key = pytest.StashKey["ShrinkSession | None"]()
@@ -30,8 +29,9 @@ worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
 error_key = pytest.StashKey[str]()
 #: some collected test wants shrinktests' fixtures, but the plugin found no configs file
 unconfigured_key = pytest.StashKey[bool]()
-#: accepted regressions read from snapshots/known_failures.toml
-accepted_key = pytest.StashKey["Accepted"]()
+#: on a behaviour test item: the config whose accepted failures decide whether it is a strict
+#: xfail (decided at setup, once the model's and config's fingerprints are known)
+accepted_item_key = pytest.StashKey[str]()
 
 #: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
 #: drift: a broken model may emit loops on one prompt and fluent-looking gibberish on the
@@ -90,8 +90,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write summary.md (for a pull request), index.html (plots) and "
                          "data.json into DIR")
     group.addoption("--shrink-accept-failures", action="store_true", default=False,
-                    help="record the behaviour tests each config that ran fails now as known "
-                         "failures in <snapshots>/known_failures.toml (reviewed like snapshots)")
+                    help="record the accepted state of each config that ran: its greedy "
+                         "outputs and the behaviour tests it fails now (strict xfails later), "
+                         "in <snapshots>/accepted/<config>.toml (reviewed like snapshots)")
     parser.addini("shrink_model", "default for --shrink-model", default="")
     parser.addini("shrink_configs", "default for --shrink-configs", default="")
     parser.addini("shrink_suites", "default suite files", type="linelist", default=[])
@@ -149,18 +150,25 @@ def pytest_configure(config: pytest.Config) -> None:
     threads = config.getoption("--shrink-threads") or min(4, os.cpu_count() or 1)
     from shrinktests import accepted
 
+    accept = bool(config.getoption("shrink_accept_failures"))
+    if accept and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "shrinktests: --shrink-accept-failures records each config's outputs, which stay on "
+            "the xdist worker that generated them: record in a single process (without -n)")
     try:
-        config.stash[accepted_key] = accepted.load(snapshots / accepted.FILE_NAME)
+        records = accepted.load_folder(snapshots / accepted.FOLDER)
     except SpecError as exc:
         raise pytest.UsageError(f"shrinktests: {exc}") from None
-    if config.getoption("shrink_accept_failures") and not hasattr(config, "workerinput"):
-        recorder = AcceptRecorder(snapshots / accepted.FILE_NAME, config.stash[accepted_key])
-        config.pluginmanager.register(recorder, "shrinktests-accept")
-    config.stash[session_key] = ShrinkSession(SessionOptions(
+    session = ShrinkSession(SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache, threads=threads,
         snapshot_dir=snapshots, reference=config.getoption("shrink_reference"),
         record=bool(getattr(config.option, "update_snapshots", False)),
+        accepted=records, accept=accept,
     ))
+    config.stash[session_key] = session
+    if accept and not hasattr(config, "workerinput"):
+        recorder = AcceptRecorder(session, snapshots / accepted.FOLDER)
+        config.pluginmanager.register(recorder, "shrinktests-accept")
 
 
 def _suite_paths(config: pytest.Config, configs_path: Path) -> list[Path]:
@@ -188,19 +196,25 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(session_key, None)
     if session is None:
         return None
-    from shrinktests.accepted import FILE_NAME, unused
+    from shrinktests.accepted import FOLDER, LEGACY_FILE
+    from shrinktests.numerics import describe
 
     o = session.options
     lines = [
         f"shrinktests: configs {o.configs.path.name} ({', '.join(o.configs.names())}), "
         f"reference {o.configs.reference}",
         f"shrinktests: suites {', '.join(s.name for s in o.suites)}; model "
-        f"{o.model or 'embedded SmolLM2-135M-Instruct'}; threads {o.threads}; "
-        f"cache {o.cache_dir or 'off'}",
+        f"{o.model or 'embedded SmolLM2-135M-Instruct'}; cache {o.cache_dir or 'off'}",
+        f"shrinktests: numerics {describe(o.threads)}; accepted outputs of "
+        f"{len(o.accepted)} configs in {o.snapshot_dir / FOLDER}",
     ]
-    if stale := unused(config.stash[accepted_key], o.configs.names()):
-        lines.append(f"shrinktests: {FILE_NAME} also lists {', '.join(stale)}, not in "
-                     f"{o.configs.path.name} (ignored; kept when re-recording)")
+    if other := sorted(set(o.accepted) - set(o.configs.names())):
+        lines.append(f"shrinktests: {FOLDER}/ also holds {', '.join(other)}, not in "
+                     f"{o.configs.path.name} (ignored)")
+    if (o.snapshot_dir / LEGACY_FILE).exists():
+        lines.append(f"shrinktests: {o.snapshot_dir / LEGACY_FILE} is the old record of known "
+                     "failures (no fingerprints, no outputs): not applied; record the accepted "
+                     "state with --shrink-accept-failures, then delete it")
     return lines
 
 
@@ -268,7 +282,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 strict=True, reason=f"known failure of config {name!r} (listed as {known[0]!r} "
                 "in known_failures)"))
         elif kind in BEHAVIOUR_TESTS and config_spec.expect != "breaks":
-            _mark_accepted(config, item, name)
+            if session.options.accept:  # record what fails without failing
+                from shrinktests.accepted import RECORDING
+
+                item.add_marker(pytest.mark.xfail(strict=False, reason=RECORDING))
+            else:
+                item.stash[accepted_item_key] = name
         if not known and config_spec.expect == "breaks" and kind in BEHAVIOUR_TESTS:
             strict = kind in STRICT_BREAK_TESTS
             item.add_marker(pytest.mark.xfail(
@@ -286,29 +305,34 @@ def _mark_atlas(session: ShrinkSession, item: pytest.Item) -> None:
                                           f"as {known[0]!r} in [settings.atlas] known_failures)"))
 
 
-def _mark_accepted(config: pytest.Config, item: pytest.Item, name: str) -> None:
-    """Accepted regressions are strict xfails; in accept mode every behaviour test is a
-    non-strict xfail instead, so the run records what fails without failing."""
-    from shrinktests.accepted import FILE_NAME, RECORDING
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Accepted regressions are strict xfails. Decided here rather than at collection: only
+    a record made for this model and this config applies, and the fingerprints need the model
+    source (and, for calibrated methods, the tokenizer). pytest's skipping plugin reads xfail
+    marks again when the call starts, so a mark added now counts."""
+    name = item.stash.get(accepted_item_key, None)
+    session = item.config.stash.get(session_key, None)
+    if name is None or session is None:
+        return
+    if item.name in session.accepted_failures(name):
+        from shrinktests.accepted import FOLDER
 
-    if config.getoption("shrink_accept_failures"):
-        item.add_marker(pytest.mark.xfail(strict=False, reason=RECORDING))
-    elif item.name in config.stash[accepted_key].get(name, {}):
         item.add_marker(pytest.mark.xfail(
-            strict=True, reason=f"accepted regression of config {name!r} (in {FILE_NAME}; "
-            "refresh with --shrink-accept-failures)"))
+            strict=True, reason=f"accepted regression of config {name!r} (in {FOLDER}/"
+            f"{name}.toml; refresh with --shrink-accept-failures)"))
 
 
 class AcceptRecorder:
-    """In accept mode, on the xdist controller or a plain run: notes which behaviour tests
-    ran and which failed (with the first line of the failure), and at the end rewrites the
-    accepted-failures file for the configs that ran."""
+    """In accept mode (a single process): notes which behaviour tests ran and which failed
+    (with the first line of the failure), and at the end writes the accepted record of every
+    config that ran: those failures and the config's outputs."""
 
-    def __init__(self, path: Path, old: Accepted) -> None:
-        self.path, self.old = path, old
+    def __init__(self, session: ShrinkSession, folder: Path) -> None:
+        self.session, self.folder = session, folder
         self.ran: dict[str, set[str]] = {}
         self.failing: dict[str, dict[str, str]] = {}
-        self.written: Accepted | None = None
+        self.written: list[Path] = []
+        self.failures = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         from shrinktests.accepted import RECORDING, first_line
@@ -322,18 +346,25 @@ class AcceptRecorder:
             self.failing.setdefault(name, {})[test] = first_line(report.longreprtext)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from shrinktests.accepted import save, update
+        from shrinktests.accepted import MARGIN_FLOOR, merged, save
 
-        if self.ran:
-            self.written = update(self.old, self.ran, self.failing)
-            save(self.path, self.written)
+        s = self.session
+        below = max(MARGIN_FLOOR, s.configs.near_tie_epsilon)
+        for name in sorted(self.ran):
+            if name == s.reference.name:  # the baseline's accepted state is its snapshots
+                continue
+            if not any(n == name for n, _ in s.generated()):
+                continue  # skipped or crashed before generating: keep what was recorded
+            record = merged(s.options.accepted.get(name), s.new_record(name, below), self.ran[name],
+                            self.failing.get(name, {}))
+            self.written.append(save(self.folder, record))
+            self.failures += len(record.failures)
 
     def summary(self) -> str:
-        if self.written is None:
-            return "shrinktests: no behaviour test ran; known failures left as they were"
-        n = sum(len(t) for t in self.written.values())
-        return (f"shrinktests: recorded {n} known failures of {len(self.written)} configs in "
-                f"{self.path} (tests of {len(self.ran)} configs ran); review the diff")
+        if not self.written:
+            return "shrinktests: no behaviour test of a compressed config ran; nothing recorded"
+        return (f"shrinktests: recorded the accepted outputs and {self.failures} known failures "
+                f"of {len(self.written)} configs in {self.folder}; review the diff")
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The terminal summary: one row per config, every headline metric (seed 002's layout)."""
+"""The terminal summary: one row per config, every headline metric, as in a benchmark table."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.checks import Degeneration, median
+from shrinktests.numerics import describe as describe_numerics
 from shrinktests.stats import significant
 
 if TYPE_CHECKING:
     from shrinktests.session import ConfigRun, ShrinkSession
 
-COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "loops",
-           "empty", "constr", "verdict")
+COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "flips",
+           "loops", "empty", "constr", "verdict")
 #: prompts per config whose continuations the Markdown and HTML reports show side by side
 EXAMPLES = 3
 
@@ -48,6 +49,7 @@ def config_metrics(session: ShrinkSession, name: str) -> dict[str, Any]:
     degs: list[Degeneration] = list(run.degeneration.values())
     cons = list(run.constraints.values())
     divs = [float(d.divergence) for d in drifts if d.divergence is not None]
+    replays = Counter(r.kind for r in session.replays.get(name, {}).values())
     return {
         "name": name, "expect": session.configs.get(name).expect,
         "verdict": _verdict(run, session.configs.get(name).expect),
@@ -62,6 +64,9 @@ def config_metrics(session: ShrinkSession, name: str) -> dict[str, Any]:
         "div_median": median(divs), "diverged": len(divs), "prompts": len(drifts),
         "identical": sum(1 for d in drifts if d.divergence is None),
         "near_ties": sum(1 for d in drifts if d.near_tie),
+        # outputs replayed against the accepted ones: machine-dependent flips, real changes
+        "replayed": sum(replays.values()), "flips": replays["machine"],
+        "changed": replays["changed"], "unrecorded": replays["unrecorded"],
         "outputs": len(degs),
         "loops": sum("repetition loop" in d.modes for d in degs),
         "empty": sum("silence" in d.modes for d in degs),
@@ -90,10 +95,14 @@ def format_row(m: dict[str, Any]) -> list[str]:
     def count(key: str) -> str:
         return f"{m[key]}/{m['outputs']}" if m["outputs"] else "-"
 
+    flips = "-"
+    if m.get("replayed"):  # N flips, +M real changes (this run's output judged)
+        flips = str(m["flips"]) + (f"+{m['changed']}!" if m["changed"] else "")
+
     return [
         m["name"], _num(m["tps"], ".1f") + ("*" if m["tps"] and m["cached_tps"] else ""),
         _num(m["vs_ref"], ".2f") + ("x" if m["vs_ref"] else ""), _num(m["mb"], ".0f"),
-        _num(m["bits"], ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div,
+        _num(m["bits"], ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div, flips,
         count("loops"), count("empty"),
         _num(None if m["adherence"] is None else 100 * m["adherence"], ".0f")
         + ("%" if m["adherence"] is not None else ""),
@@ -197,6 +206,16 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         f"baseline's top-2 margin is {d.base_margin:.3f}: machine-dependent, not counted as drift"
         for config, run in session.runs.items() for case_id, d in run.drift.items()
         if d.near_tie]
+    replays = [
+        f"{config} on {case_id}: this machine's output {r.describe()}"
+        + (f" (this machine's own: {'; '.join(verdicts)})"
+           if (verdicts := session.flip_verdicts.get((config, case_id))) else "")
+        for config, by_case in session.replays.items() for case_id, r in by_case.items()
+        if r.kind in ("machine", "changed")]
+    stale = [f"{config}: accepted outputs and known failures not applied: {why}; re-record "
+             "with --shrink-accept-failures" for config, why in session.stale_records.items()]
+    stale += [f"{config}: {n} accepted outputs were recorded for other prompts or decoding "
+              "settings and were not applied" for config, n in session.stale_outputs.items()]
     aggregates = {n: {k: [e.value, e.low, e.high, e.p, significant(e)]
                       for k, e in session.runs[n].aggregate.items()}
                   for n in names if session.runs[n].aggregate}
@@ -204,6 +223,7 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
               if j.verdict != "ok"]
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
+        "replays": replays, "stale": stale,
         "aggregates": aggregates, "judgements": judged,
         "reference": [f"reference for {suite}: {note}"
                       for suite, note in session.reference_notes.items()],
@@ -212,6 +232,7 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
         "timeline": {n: _timeline(session, n) for n in names},
         "cached_timings": any(r.cached_timings for r in session.runs.values()),
         "model": session.source.describe() if names or session.atlas_results() else "",
+        "numerics": describe_numerics(session.options.threads),
         "generate_calls": session.generate_calls,
         "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
         "bench": session.bench_info,
@@ -241,8 +262,11 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
         "tested": sorted({n for p in parts for n in p["tested"]}),
         "details": {k: v for p in parts for k, v in p["details"].items()},
         "near_ties": sorted({line for p in parts for line in p["near_ties"]}),
+        "replays": sorted({line for p in parts for line in p.get("replays", [])}),
+        "stale": sorted({line for p in parts for line in p.get("stale", [])}),
         "cached_timings": any(p["cached_timings"] for p in parts),
         "model": next((p["model"] for p in parts if p["model"]), ""),
+        "numerics": next((p["numerics"] for p in parts if p.get("numerics")), ""),
         "generate_calls": sum(p["generate_calls"] for p in parts),
         "hits": sum(p["hits"] for p in parts), "misses": sum(p["misses"] for p in parts),
         "workers": sum(p["workers"] for p in parts),
@@ -293,6 +317,22 @@ def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
              f"{b['model_mb']:.0f}", f"{b['bits_per_weight']:.2f}"] for name, b in bench.items()]
 
 
+def _quiet_counts(data: dict[str, Any]) -> list[str]:
+    """One line each for the baseline near-ties and the replayed outputs, not a line per
+    prompt: the lists are in summary.md and data.json."""
+    lines = []
+    if n := len(data["near_ties"]):
+        lines.append(f"{n} divergences from the baseline were at a near-tie of the baseline "
+                     "(machine-dependent, not counted as drift; listed in summary.md)")
+    flips = sum(m.get("flips", 0) for m in data["configs"].values())
+    changed = sum(m.get("changed", 0) for m in data["configs"].values())
+    if flips or changed:
+        lines.append(f"accepted outputs: {flips} machine-dependent flips (the accepted output "
+                     f"judged), {changed} real changes (this run's output judged); listed in "
+                     "summary.md")
+    return lines
+
+
 def render(data: dict[str, Any]) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
     from shrinktests import atlas_report
@@ -304,13 +344,16 @@ def render(data: dict[str, Any]) -> list[str]:
     lines = format_table(rows)
     lines.append("KL/top-1: teacher-forced on the baseline continuation; 1st div: median first "
                  "divergent token (+N= identical, ~N near-ties);")
+    lines.append("flips: outputs that left the accepted ones at a near-tie on this machine (the "
+                 "accepted judged; +N! real changes);")
     lines.append("loops/empty: outputs in a repetition loop / silent; constr: share of constraints "
                  "met. Per config: figures, modes seen.")
     lines += [f"{name}: {text}" for name, text in data["details"].items()]
     if data["cached_timings"]:
         lines.append("* speed measured when the cached result was generated (earlier run); "
                      "use --shrink-cache none to measure now.")
-    lines += data["near_ties"]
+    lines += _quiet_counts(data)
+    lines += data.get("stale", [])
     lines += data.get("reference", [])
     if data.get("aggregates"):
         lines.append("")

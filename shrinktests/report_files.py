@@ -48,7 +48,8 @@ def markdown(data: dict[str, Any]) -> str:
     rows = [format_row(m) for m in data["configs"].values()]
     failing = [m["name"] for m in data["configs"].values() if m["verdict"].startswith("FAIL")]
     lines = ["# shrinktests report", "",
-             f"Model `{data['model']}`; {len(rows)} configs; "
+             f"Model `{data['model']}`; numerics {data.get('numerics') or 'unknown'}; "
+             f"{len(rows)} configs; "
              + (f"**failing: {', '.join(failing)}**" if failing else "no unexpected failures")
              + ".", ""]
     if rows:  # an atlas-only run (-k atlas) has no config table
@@ -57,6 +58,8 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
         lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is "
                   "the median first divergent token (`+N=` prompts identical, `~N` near-ties); "
+                  "flips counts outputs that left the accepted ones at a near-tie (`+N!`: real "
+                  "changes); "
                   "loops and empty count degenerate outputs; constr is the share of constraints "
                   "met.", ""]
     if data.get("aggregates"):
@@ -69,6 +72,7 @@ def markdown(data: dict[str, Any]) -> str:
                   for r in stats_rows(data["aggregates"])]
         lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
     lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
+    lines += machine_dependent(data)
     if data.get("atlas"):
         lines += ["", *atlas_report.markdown(data["atlas"])]
     worst = worst_regressions(data)
@@ -82,6 +86,26 @@ def markdown(data: dict[str, Any]) -> str:
                   f"| baseline | {name} |", "|---|---|",
                   f"| {_md_cell(ex['base'][:600])} | {_md_cell(ex['cand'][:600])} |", ""]
     return "\n".join(lines) + "\n"
+
+
+def machine_dependent(data: dict[str, Any]) -> list[str]:
+    """summary.md's list of what depended on this machine's float rounding: stale records,
+    outputs replayed against the accepted ones, divergences at a near-tie of the baseline."""
+    out: list[str] = []
+    for title, key, text in (
+        ("Accepted records not applied", "stale", ""),
+        ("Outputs that left the accepted ones", "replays",
+         "A flip at a near-tie depends on the machine (its kernels, its thread count), so the "
+         "accepted output was judged; a clear-margin change is real and this run's output "
+         "was judged."),
+        ("Divergences at a near-tie of the baseline", "near_ties",
+         "Where the baseline's own top-2 margin is below near_tie_epsilon, the divergence is "
+         "reported, not counted as drift."),
+    ):
+        if data.get(key):
+            out += ["", f"## {title}", ""] + ([text, ""] if text else [])
+            out += [f"- {_md_cell(line)}" for line in data[key]]
+    return out
 
 
 _CSS = """

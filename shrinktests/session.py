@@ -8,11 +8,15 @@ Generation happens once per (config, suite) as fixed batches; checks only read t
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
 from shrinktests.cache import DiskCache, cache_key
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.constraints import Outcome
@@ -33,6 +37,8 @@ from shrinktests.model import (
     local_model_source,
     set_determinism,
 )
+from shrinktests.numerics import numerics
+from shrinktests.replay import Replay, replay
 from shrinktests.spec import CompressionConfig, ConfigSet, Prompt, Suite
 from shrinktests.variant import Variant, VariantStats, build_variant
 
@@ -77,6 +83,10 @@ class SessionOptions:
     reference: str = "auto"
     #: --snapshot-update: record the baseline live and write the stored reference
     record: bool = False
+    #: the accepted state of each config (snapshots/accepted/), replayed unless ``accept``
+    accepted: Mapping[str, AcceptedRecord] = field(default_factory=dict)
+    #: --shrink-accept-failures: judge this machine's outputs as they are, to record them
+    accept: bool = False
 
 
 @dataclass
@@ -119,6 +129,17 @@ class ShrinkSession:
         #: why each suite uses a live reference in auto mode, or what was recorded
         self.reference_notes: dict[str, str] = {}
         self._atlas: AtlasRun | None = None
+        #: live outputs replayed against the accepted ones: judged generations per (config,
+        #: suite), how each (config, case id) related to its accepted output, what this
+        #: machine's own output would have got where a near-tie flipped it
+        self._judged: dict[tuple[str, str], list[Generation]] = {}
+        self.replays: dict[str, dict[str, Replay]] = defaultdict(dict)
+        self.flip_verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self._records: dict[str, AcceptedRecord | None] = {}
+        #: why a config's accepted record was not applied (recorded for another model/config)
+        self.stale_records: dict[str, str] = {}
+        #: outputs recorded for other prompts or decoding settings, per config
+        self.stale_outputs: dict[str, int] = defaultdict(int)
 
     @property
     def atlas(self) -> AtlasRun | None:
@@ -289,7 +310,14 @@ class ShrinkSession:
             "config": self._config_fp(name),
             "prompts": [p.text for p in suite.prompts],
             "decoding": self.settings(suite).key(),
+            "numerics": self.numerics(),
         })
+
+    def numerics(self) -> dict[str, str]:
+        """What changes the rounding here (versions, CPU kernels, threads): part of the cache
+        keys of everything computed by a forward pass, so a warm cache never hides a change
+        of machine or thread count."""
+        return numerics(self.options.threads)
 
     # ------------------------------------------------------------------ stored reference
 
@@ -384,8 +412,95 @@ class ShrinkSession:
     # ------------------------------------------------------------------ generation
 
     def generations(self, name: str, suite: Suite) -> list[Generation]:
-        """All of a suite's continuations under config ``name``: generated once, then cached
-        (the reference's come from the stored reference when one is used)."""
+        """The continuations of a suite that config ``name`` is judged on: this run's, except
+        where they leave the config's accepted output at a near-tie (a machine-dependent flip,
+        see :mod:`shrinktests.replay`); then the accepted output."""
+        live = self.live_generations(name, suite)
+        if name == self.reference.name or self.options.accept:
+            return live
+        mem = (name, suite.name)
+        if mem not in self._judged:
+            record = self.accepted_record(name)
+            decoding = self.settings(suite).key()
+            judged = []
+            for prompt, gen in zip(suite.prompts, live, strict=True):
+                case_id = Case(suite, prompt).id
+                acc = record.outputs.get(case_id) if record else None
+                if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
+                    self.stale_outputs[name] += 1
+                    acc = None
+                r = replay(acc, gen, self.configs.near_tie_epsilon)
+                self.replays[name][case_id] = r
+                judged.append(acc.generation(gen.prompt_ids) if acc and r.judges_accepted
+                              else gen)
+            self._judged[mem] = judged
+        return self._judged[mem]
+
+    def live_generation(self, name: str, case: Case) -> Generation:
+        """This run's own output of ``name`` on ``case`` (what a flip replaced)."""
+        return self.live_generations(name, case.suite)[case.suite.prompts.index(case.prompt)]
+
+    def replay(self, name: str, case: Case) -> Replay | None:
+        """How ``name``'s output on ``case`` related to its accepted one (None: not judged)."""
+        self.generations(name, case.suite)
+        return self.replays.get(name, {}).get(case.id)
+
+    # ------------------------------------------------------------------ accepted state
+
+    def record_fingerprint(self, name: str) -> str:
+        """What an accepted record must have been made for: the config's steps, plus the
+        calibration prompts when its steps use them (unlike the cache key, not the version)."""
+        config = self.configs.get(name)
+        if not config.uses_calibration:
+            return config.fingerprint()
+        blob = json.dumps({"config": config.fingerprint(), "calibration": self.calibration()})
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def accepted_record(self, name: str) -> AcceptedRecord | None:
+        """The config's accepted record when it holds for this model and config; a stale one
+        is noted in :attr:`stale_records` and not applied."""
+        if name not in self._records:
+            record = self.options.accepted.get(name)
+            if record is not None and not self.options.accept:
+                reason = record.stale_reason(self.source.fingerprint, self.source.label,
+                                             self.record_fingerprint(name),
+                                             self.configs.get(name).params())
+                if reason is not None:
+                    self.stale_records[name] = reason
+                    record = None
+            self._records[name] = record
+        return self._records[name]
+
+    def accepted_failures(self, name: str) -> Mapping[str, str]:
+        record = self.accepted_record(name)
+        return record.failures if record is not None else {}
+
+    def generated(self) -> list[tuple[str, str]]:
+        """The (config, suite) pairs whose live outputs this run holds."""
+        return list(self._generations)
+
+    def new_record(self, name: str, margins_below: float) -> AcceptedRecord:
+        """This run's live outputs of ``name`` (suites generated this run) as a record."""
+        outputs = {}
+        for suite in self.options.suites:
+            gens = self._generations.get((name, suite.name))
+            if gens is None:
+                continue
+            decoding = self.settings(suite).key()
+            for prompt, gen in zip(suite.prompts, gens, strict=True):
+                outputs[Case(suite, prompt).id] = AcceptedOutput(
+                    prompt_key(gen.prompt_ids, decoding), tuple(gen.token_ids), gen.text,
+                    gen.finished, low_margins(gen, margins_below))
+        return AcceptedRecord(
+            config=name, model=self.source.fingerprint, model_label=self.source.label,
+            fingerprint=self.record_fingerprint(name), steps=tuple(self.configs.get(name).params()),
+            margins_below=margins_below, failures={}, outputs=outputs)
+
+    # ------------------------------------------------------------------ live generation
+
+    def live_generations(self, name: str, suite: Suite) -> list[Generation]:
+        """All of a suite's continuations under config ``name`` on this machine: generated
+        once, then cached (the reference's come from the stored reference when one is used)."""
         mem = (name, suite.name)
         if name == self.reference.name and mem not in self._generations:
             stored = self.stored_reference(suite)
@@ -425,6 +540,7 @@ class ShrinkSession:
                 "config": self._config_fp(name),
                 "model": self.source.fingerprint,
                 "reference": f"stored:{stored.header['k']}" if stored else "live",
+                "numerics": self.numerics(),
             })
             cached = self.cache.get("teacher-forced", key)
             if cached is None and stored is not None:

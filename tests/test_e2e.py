@@ -1,7 +1,7 @@
 """The shipped suites on the real default model, exactly as ``make suite`` runs them.
 
 This is the end-to-end check that the committed snapshots still match, the shipped budgets
-hold, the recorded regressions (snapshots/known_failures.toml) still fail, and the positive
+hold, the accepted regressions (snapshots/accepted/) still fail, and the positive
 control still breaks (its xfails are strict).
 """
 
@@ -32,7 +32,10 @@ CI_SELECTION = ("calibration or snapshot or [baseline- or [nf4-con or [broken-2b
 
 
 def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
-    cold = _run_suites(fresh_cache, "-k", CI_SELECTION)
+    # One thread, while the accepted outputs were recorded with two: another reduction order
+    # breaks near-ties the other way, the cheap stand-in for another CPU. The verdicts must
+    # not change (the flips are judged on the accepted outputs).
+    cold = _run_suites(fresh_cache, "-k", CI_SELECTION, "--shrink-threads", "1")
     assert cold.returncode == 0, cold.stdout[-6000:] + cold.stderr[-2000:]
     out = cold.stdout
     assert "snapshots passed" in out

@@ -263,3 +263,19 @@ def test_outputs_are_deterministic_across_processes_and_subsets(
                                       "--shrink-cache=none")
     rerecord.assert_outcomes(passed=2)
     assert [f.read_text() for f in first] == before
+
+
+def test_the_numerics_fingerprint_names_threads_versions_and_cpu_features() -> None:
+    """What joins the cache keys of every forward pass: a change of thread count, package
+    version or CPU kernels must miss the cache."""
+    import torch
+
+    from shrinktests.numerics import cpu_flags, describe, numerics
+
+    assert numerics(1) != numerics(3)
+    assert numerics(2)["torch"] == torch.__version__
+    assert numerics(2)["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert cpu_flags("processor: 0\nflags\t\t: fpu sse avx2 amx_tile avx512f amx_bf16\n") == [
+        "amx_bf16", "amx_tile", "avx2", "avx512f"]
+    assert cpu_flags("no flags line") == []
+    assert describe(3).endswith(", 3 threads")

@@ -34,7 +34,9 @@ def test_a_row_formats_every_figure() -> None:
              top1=0.8, div_median=4.0, diverged=35, prompts=41, identical=6, near_ties=2,
              outputs=41, loops=12, empty=1, adherence=0.44)
     assert format_row(m) == ["nf4", "52.5", "2.28x", "173", "10.30", "0.290", "0.80",
-                             "4+6=~2", "12/41", "1/41", "44%", "ok, 2 xfail"]
+                             "4+6=~2", "-", "12/41", "1/41", "44%", "ok, 2 xfail"]
+    replayed = format_row({**m, "replayed": 41, "flips": 3, "changed": 1})
+    assert replayed[COLUMNS.index("flips")] == "3+1!"
     assert format_row(_row("x", "ok")) == ["x", *["-"] * (len(COLUMNS) - 2), "ok"]
 
 
@@ -52,7 +54,9 @@ def test_a_configs_row_comes_from_the_worker_that_tested_it() -> None:
         assert merged["details"] == {"baseline": "d"}
     lines = render(merge_data([w1, w2], ["baseline", "nf4"]))
     assert lines[0].split()[0] == "config"
-    assert "near-tie: nf4 ..." in lines
+    # one line of counts, not a line per near-tie (the list goes to summary.md)
+    assert "near-tie: nf4 ..." not in lines
+    assert any(ln.startswith("1 divergences from the baseline were at a near-tie") for ln in lines)
     assert lines[-1] == ("model M@1; generate calls this run: 3 over 2 workers; "
                          "cache hits 2, misses 4")
 

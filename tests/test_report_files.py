@@ -43,12 +43,28 @@ def test_summary_md_is_a_table_and_the_regressions_side_by_side() -> None:
     md = markdown(_data())
     assert "**failing: nf4**" in md
     assert "| config | tok/s | vs ref |" in md
-    assert "| nf4 | 40.0 | - | 170 | 10.30 | 0.300 | 0.80 | 3 | 1/2 | 0/2 | 50% | FAIL (1) |" in md
+    assert ("| nf4 | 40.0 | - | 170 | 10.30 | 0.300 | 0.80 | 3 | - | 1/2 | 0/2 | 50% | FAIL (1) |"
+            in md)
     assert "### nf4 on s.a" in md and "first divergence at token 3" in md
     # a cell may not break the table: pipes escaped, newlines as <br>, markup escaped
     assert "|  is 391. |  is 421 \\| maybe<br>or not |" in md
     assert "Say &lt;hi&gt; \\| now" in md
     assert "### broken" not in md
+    assert "## Outputs that left the accepted ones" not in md  # nothing was replayed
+
+
+def test_summary_md_lists_what_depended_on_the_machine() -> None:
+    """The terminal prints counts; summary.md lists every stale record, replayed output and
+    near-tie of the baseline."""
+    data = {**_data(), "stale": ["nf4: accepted outputs and known failures not applied: x"],
+            "replays": ["nf4 on s.a: this machine's output leaves the accepted output at "
+                        "token 4, top-2 margin 0.0030: machine-dependent"],
+            "near_ties": ["near-tie: nf4 on s.b diverges at token 2"]}
+    md = markdown(data)
+    for title, line in (("## Accepted records not applied", data["stale"][0]),
+                        ("## Outputs that left the accepted ones", data["replays"][0]),
+                        ("## Divergences at a near-tie of the baseline", data["near_ties"][0])):
+        assert md.index(title) < md.index(f"- {line}")
 
 
 class _Collect(HTMLParser):

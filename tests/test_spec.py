@@ -90,13 +90,22 @@ def test_real_configs_file_loads() -> None:
         "adherence_drop <= 0.1", "loop_increase <= 0.1", "empty_increase <= 0.1",
         "kl_mean <= 0.05", "top1 >= 0.9",
     ]
-    # the shipped regressions are recorded in snapshots/known_failures.toml, and it loads
+    # the accepted state of every shipped config is recorded for exactly these configs
     from shrinktests import accepted
 
-    recorded = accepted.load(SUITES.parent / "snapshots" / accepted.FILE_NAME)
-    assert accepted.unused(recorded, cs.names()) == []  # every section names a shipped config
-    assert "nf4" in recorded
-    assert all(t.startswith("test_") and "[nf4-" in t for t in recorded["nf4"])
+    prompts = sum(len(load_suite(p).prompts) for p in SUITES.glob("*.toml")
+                  if p.name != "configs.toml")
+
+    recorded = accepted.load_folder(SUITES.parent / "snapshots" / accepted.FOLDER)
+    assert sorted(recorded) == sorted(n for n in cs.names() if n != cs.reference)
+    for name, record in recorded.items():
+        config = cs.get(name)
+        assert list(record.steps) == config.params(), name
+        if not config.uses_calibration:  # else the fingerprint covers the prompts too
+            assert record.fingerprint == config.fingerprint(), name
+        assert all(re.fullmatch(rf"test_\w+\[{re.escape(name)}(-.+)?\]", t)
+                   for t in record.failures), name
+        assert len(record.outputs) == prompts, name
 
 
 def test_real_configs_file_uses_every_method() -> None:

@@ -1,0 +1,69 @@
+"""What changes floating-point results besides the model, the config and the prompts.
+
+Two CPUs of the same kind round differently when torch dispatches other kernels to them
+(AVX2, AVX-512, AMX) or when the thread count changes the order of a reduction. Greedy text
+from a compressed model branches at such a rounding difference, so a cached generation is only
+valid for the numerics it was computed with: this fingerprint joins the cache keys of
+generations, teacher-forced scores and atlas scopes, and a warm cache never hides a change of
+machine. It does not join the stored reference or the accepted outputs, which are meant to
+travel between machines.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+from pathlib import Path
+
+#: packages whose kernels compute the numbers (a new version may round differently)
+PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto", "accelerate")
+#: CPU features that change which kernels run (oneDNN uses AMX and AVX-512 BF16/VNNI if present)
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "-"
+
+
+def cpu_flags(cpuinfo: str) -> list[str]:
+    """The kernel-relevant flags listed in a ``/proc/cpuinfo`` text, sorted."""
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            present = set(line.partition(":")[2].split())
+            return sorted(f for f in CPU_FLAGS if f in present)
+    return []
+
+
+@functools.cache
+def _machine() -> dict[str, str]:
+    import torch
+
+    try:
+        flags = cpu_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        flags = []
+    return {
+        "arch": platform.machine(),
+        "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        "cpu_flags": " ".join(flags),
+        **{p: _version(p) for p in PACKAGES},
+    }
+
+
+def numerics(threads: int, device: str = "cpu") -> dict[str, str]:
+    """Everything that changes the rounding of a forward pass on this machine."""
+    return {**_machine(), "threads": str(threads), "device": device}
+
+
+def describe(threads: int, device: str = "cpu") -> str:
+    """One line for the report header, e.g. ``torch 2.13.0+cpu, cpu AVX512 (avx2 ...), 2
+    threads``."""
+    n = numerics(threads, device)
+    flags = f" ({n['cpu_flags']})" if n["cpu_flags"] else ""
+    return (f"torch {n['torch']}, {n['device']} {n['cpu_capability']}{flags}, "
+            f"{n['threads']} threads")
