@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from shrinktests.compression.base import ConfigError, Method, ScopedMethod
+from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import ATTENTION, MLP, Scope
 from shrinktests.metrics import TeacherForced
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

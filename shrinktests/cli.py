@@ -15,7 +15,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from shrinktests.atlas import PARTS, AtlasError, AtlasSettings
-from shrinktests.compression.base import ConfigError, MethodUnavailable
+from shrinktests.compression.base import MethodUnavailable
+from shrinktests.schema import ConfigError
 from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
 
 

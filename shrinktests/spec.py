@@ -18,14 +18,10 @@ from typing import Any, Literal
 from shrinktests.atlas import BUDGET_METRICS as ATLAS_BUDGET_METRICS
 from shrinktests.atlas import AtlasSettings
 from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
-from shrinktests.compression.base import (
-    ConfigError,
-    Method,
-    build_method,
-    coerce_dataclass,
-    nearest_name,
-)
+from shrinktests.compression.base import Method
+from shrinktests.compression.registry import build_method
 from shrinktests.constraints import Checker, ListItems, build_checker
+from shrinktests.schema import ConfigError, coerce_dataclass, nearest_name
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

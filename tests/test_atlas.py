@@ -30,10 +30,10 @@ from shrinktests.atlas import (
     parse_scope_id,
 )
 from shrinktests.atlas_report import ranges
-from shrinktests.compression.base import build_method
 from shrinktests.compression.blockwise import BlockwiseQuant, dequantize, quantize
 from shrinktests.compression.context import StepContext
 from shrinktests.compression.quanto import QuantoWeights
+from shrinktests.compression.registry import build_method
 from shrinktests.metrics import TeacherForced, first_divergence
 from shrinktests.recipe import (
     Entry,

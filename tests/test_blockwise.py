@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shrinktests.compression.base import ConfigError, TensorError
+from shrinktests.compression.base import TensorError
 from shrinktests.compression.blockwise import (
     SEED003_2BIT_LEVELS,
     BlockwiseQuant,
@@ -30,6 +30,7 @@ from shrinktests.compression.blockwise import (
 from shrinktests.compression.context import StepContext, state_dict_lookup
 from shrinktests.compression.measure import reconstruction_error, tensor_errors
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 fast = settings(max_examples=50, deadline=None)
 

@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.compression.base import ConfigError
 from shrinktests.constraints import (
     build_checker,
     extract_code,
@@ -19,6 +18,7 @@ from shrinktests.constraints import (
     sentences,
 )
 from shrinktests.sandbox import run_python
+from shrinktests.schema import ConfigError
 
 fast = settings(max_examples=40, deadline=None)
 

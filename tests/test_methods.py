@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.compression.base import ConfigError, Method, MethodUnavailable, build_method
+from shrinktests.compression.base import Method, MethodUnavailable
 from shrinktests.compression.context import StepContext, state_dict_lookup
 from shrinktests.compression.measure import (
     effective_weight,
@@ -21,7 +21,9 @@ from shrinktests.compression.measure import (
     tensor_errors,
 )
 from shrinktests.compression.mixed import MixedPrecision
+from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope, parse_layers
+from shrinktests.schema import ConfigError
 from tests.test_prune import tiny_llama
 
 

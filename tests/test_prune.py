@@ -6,11 +6,12 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from shrinktests.compression.base import ConfigError, build_method
 from shrinktests.compression.context import StepContext, state_dict_lookup
 from shrinktests.compression.measure import tensor_errors
 from shrinktests.compression.prune import DropLayers, MagnitudePrune, magnitude_mask
+from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 
 def tiny_llama(layers: int = 6) -> LlamaForCausalLM:

@@ -30,11 +30,11 @@ from shrinktests.budgets import (
     parse_budget,
     violations,
 )
-from shrinktests.compression.base import ConfigError, known_methods
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.bnb import Bnb4bit, Bnb8bit
 from shrinktests.compression.dtype import DtypeCast
 from shrinktests.compression.lowrank import LowRankCorrection
+from shrinktests.compression.registry import known_methods
 from shrinktests.compression.scope import Scope
 from shrinktests.constraints import (
     Contains,
@@ -45,6 +45,7 @@ from shrinktests.constraints import (
     build_checker,
     known_checkers,
 )
+from shrinktests.schema import ConfigError
 from shrinktests.spec import ConfigSet, SpecError, Suite, load_configs, load_suite
 from tests.conftest import load_or_spec_error
 

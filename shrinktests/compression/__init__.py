@@ -1,15 +1,9 @@
 """Compression methods: one small module each, behind one ABC and one registry."""
 
-from shrinktests.compression.base import (
-    ConfigError,
-    Method,
-    MethodUnavailable,
-    TensorError,
-    build_method,
-    known_methods,
-    register,
-)
+from shrinktests.compression.base import Method, MethodUnavailable, TensorError
+from shrinktests.compression.registry import build_method, known_methods, register
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 __all__ = [
     "ConfigError",

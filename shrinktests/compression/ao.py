@@ -12,7 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from shrinktests.compression.base import ScopedMethod, register
+from shrinktests.compression.base import ScopedMethod
+from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
 
 if TYPE_CHECKING:

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import numpy.typing as npt
 
-from shrinktests.compression.base import ConfigError, ScopedMethod, register
+from shrinktests.compression.base import ScopedMethod
+from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

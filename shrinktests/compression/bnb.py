@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from shrinktests.compression.base import Method, register
+from shrinktests.compression.base import Method
+from shrinktests.compression.registry import register
 
 _PIP = "pip install bitsandbytes==0.50.2"
 

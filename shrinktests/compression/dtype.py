@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from shrinktests.compression.base import Method, register
+from shrinktests.compression.base import Method
+from shrinktests.compression.registry import register
 
 if TYPE_CHECKING:
     import torch

@@ -15,14 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shrinktests.compression.base import (
-    ConfigError,
-    MethodUnavailable,
-    ScopedMethod,
-    register,
-)
+from shrinktests.compression.base import MethodUnavailable, ScopedMethod
 from shrinktests.compression.measure import effective_weight, keep_bnb_layout
+from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -12,8 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shrinktests.compression.base import ConfigError, Method, ScopedMethod, register
+from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.measure import linear_like, storage_bytes
+from shrinktests.compression.registry import register
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from shrinktests.compression.base import ConfigError, Method, ScopedMethod, register
+from shrinktests.compression.base import Method, ScopedMethod
+from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

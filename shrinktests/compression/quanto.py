@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from shrinktests.compression.base import ScopedMethod, register
+from shrinktests.compression.base import ScopedMethod
+from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
 
 if TYPE_CHECKING:

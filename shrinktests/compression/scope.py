@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shrinktests.compression.base import ConfigError
+from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch
