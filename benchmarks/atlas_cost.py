@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from shrinktests.atlas import parse_scope_id, swapped
-    from shrinktests.atlas_run import AtlasRun
+    from shrinktests.atlas.measure import parse_scope_id, swapped
+    from shrinktests.atlas.run import AtlasRun
     from shrinktests.compression.context import StepContext
-    from shrinktests.engine import generate
-    from shrinktests.metrics import first_divergence
-    from shrinktests.model import cache_root
-    from shrinktests.session import SessionOptions, ShrinkSession
+    from shrinktests.judging.metrics import first_divergence
+    from shrinktests.run.engine import generate
+    from shrinktests.run.model import cache_root
+    from shrinktests.run.session import SessionOptions, ShrinkSession
     from shrinktests.spec import load_configs, load_suite, suite_files_beside
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -18,8 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from shrinktests.engine import DecodingSettings, generate, render_prompt
-from shrinktests.model import (
+from shrinktests.run.engine import DecodingSettings, generate, render_prompt
+from shrinktests.run.model import (
     default_model_source,
     load_model,
     load_tokenizer,

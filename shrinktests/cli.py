@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from shrinktests.atlas import PARTS, AtlasError, AtlasSettings
+from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.schema import ConfigError
 from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
@@ -60,7 +60,7 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shrinktests.model import ModelSourceError
+    from shrinktests.run.model import ModelSourceError
 
     args = _parser().parse_args(argv)
     try:
@@ -94,10 +94,10 @@ def _snapshots(configs_path: Path) -> Path:
 def _atlas(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shrinktests import atlas_report
-    from shrinktests.atlas_run import AtlasRun
-    from shrinktests.model import ModelSourceError, cache_root, check_model_folder
-    from shrinktests.session import SessionOptions, ShrinkSession
+    from shrinktests.atlas import report as atlas_report
+    from shrinktests.atlas.run import AtlasRun
+    from shrinktests.run.model import ModelSourceError, cache_root, check_model_folder
+    from shrinktests.run.session import SessionOptions, ShrinkSession
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs_path = Path(args.configs)

@@ -2,7 +2,7 @@
 
 Hooks stay thin: options are parsed by small ``type=`` functions, the suites and configs are
 validated once at configure time (a bad file is a usage error, exit code 4), and everything
-else is delegated to :class:`shrinktests.session.ShrinkSession` kept in ``config.stash``.
+else is delegated to :class:`shrinktests.run.session.ShrinkSession` kept in ``config.stash``.
 Importing this module is cheap: torch and transformers load only when a model is needed.
 """
 
@@ -21,7 +21,7 @@ import pytest
 from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
 
 if TYPE_CHECKING:
-    from shrinktests.session import ShrinkSession
+    from shrinktests.run.session import ShrinkSession
 
 session_key = pytest.StashKey["ShrinkSession | None"]()
 #: summary data sent by xdist workers, gathered on the controller
@@ -133,8 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(
                 f"shrinktests: {suite.path}, [suite], field 'name': {suite.name!r} is also the "
                 f"name of {other.path}")
-    from shrinktests.model import ModelSourceError, cache_root, check_model_folder
-    from shrinktests.session import SessionOptions, ShrinkSession
+    from shrinktests.run.model import ModelSourceError, cache_root, check_model_folder
+    from shrinktests.run.session import SessionOptions, ShrinkSession
 
     cache_opt = config.getoption("--shrink-cache")
     cache = None if cache_opt == "none" else Path(cache_opt) if cache_opt else cache_root()
@@ -197,7 +197,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     if session is None:
         return None
     from shrinktests.accepted import FOLDER, LEGACY_FILE
-    from shrinktests.numerics import describe
+    from shrinktests.run.numerics import describe
 
     o = session.options
     lines = [
@@ -372,7 +372,7 @@ def shrink_session(request: pytest.FixtureRequest) -> ShrinkSession:
     """The run's :class:`ShrinkSession` (model source, configs, suites, results)."""
     session = get_session(request.config)
     if session.options.model is None:
-        from shrinktests.model import default_model_converted
+        from shrinktests.run.model import default_model_converted
 
         plugins = request.config.pluginmanager
         reporter = plugins.get_plugin("terminalreporter")
@@ -501,7 +501,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     shrink = session.config.stash.get(session_key, None)
     if workeroutput is None or shrink is None or not shrink.runs:
         return
-    from shrinktests.report import summary_data
+    from shrinktests.report.terminal import summary_data
 
     workeroutput["shrinktests"] = json.dumps(summary_data(shrink))
 
@@ -518,7 +518,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(session_key, None)
     if session is None:
         return
-    from shrinktests.report import merge_data, render, summary_data
+    from shrinktests.report.terminal import merge_data, render, summary_data
 
     parts = config.stash.get(worker_data_key, [])
     if parts:
@@ -531,7 +531,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in render(data):
         terminalreporter.write_line(line)
     if folder := config.getoption("shrink_report"):
-        from shrinktests.report_files import write_report
+        from shrinktests.report.files import write_report
 
         written = write_report(Path(folder), data)
         terminalreporter.write_line(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from shrinktests.cache import atomic_write_text
+from shrinktests.run.cache import atomic_write_text
 
 if TYPE_CHECKING:
     from syrupy.data import SnapshotCollection

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from shrinktests.atlas import BUDGET_METRICS as ATLAS_BUDGET_METRICS
-from shrinktests.atlas import AtlasSettings
-from shrinktests.budgets import Budget, BudgetError, merge_budgets, parse_budget
+from shrinktests.atlas.measure import BUDGET_METRICS as ATLAS_BUDGET_METRICS
+from shrinktests.atlas.measure import AtlasSettings
 from shrinktests.compression.base import Method
 from shrinktests.compression.registry import build_method
-from shrinktests.constraints import Checker, ListItems, build_checker
+from shrinktests.judging.budgets import Budget, BudgetError, merge_budgets, parse_budget
+from shrinktests.judging.constraints import Checker, ListItems, build_checker
 from shrinktests.schema import ConfigError, coerce_dataclass, nearest_name
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -221,7 +221,7 @@ class ConfigSet:
     #: level of the intervals and tests of the aggregate comparisons (0.95: 95 %)
     confidence: float = 0.95
     #: stored reference: at most this many baseline tokens per step, fewer once they hold
-    #: ``reference_mass`` of the probability (see shrinktests.reference)
+    #: ``reference_mass`` of the probability (see shrinktests.run.reference)
     reference_top_k: int = 32
     reference_mass: float = 1.0
     #: the sensitivity atlas (``[settings.atlas]``); None: no atlas tests

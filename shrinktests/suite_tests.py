@@ -11,8 +11,8 @@ from typing import Any, NoReturn
 
 import pytest
 
-from shrinktests import checks
-from shrinktests.session import Case, ShrinkSession
+from shrinktests.judging import checks
+from shrinktests.run.session import Case, ShrinkSession
 
 
 def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
@@ -37,7 +37,7 @@ def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
 def _near_tie_note(s: ShrinkSession, case: Case, current: str, recalled: Any) -> str | None:
     """If the recorded baseline leaves this run's at a near-tie, say so instead of failing:
     which of two almost equally likely tokens wins depends on the machine's float rounding."""
-    from shrinktests.metrics import first_divergence
+    from shrinktests.judging.metrics import first_divergence
     from shrinktests.snapshot import UPDATE_HINT, recorded_token_ids, same_header
 
     if not isinstance(recalled, str) or not same_header(recalled, current):
@@ -162,7 +162,7 @@ def test_aggregate(shrink_session: ShrinkSession, shrink_config: str) -> None:
     """Config-level comparison with the baseline over every prompt of every suite, with
     intervals; the config's aggregate budgets (``adherence_drop <= 0.1``,
     ``mean_kl.upper <= 0.5``, ...) are judged so that noise alone never fails."""
-    from shrinktests.aggregate import estimates, judge
+    from shrinktests.judging.aggregate import estimates, judge
 
     s = shrink_session
     found = estimates(s.prompt_outcomes(shrink_config), s.configs.confidence)
@@ -185,8 +185,8 @@ def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark
     tabulates (tok/s, speed vs reference, memory, bits per weight), and
     ``--benchmark-compare-fail=mean:10%`` turns a slower release into a failed test.
     """
-    from shrinktests.engine import ZERO_TIMINGS
-    from shrinktests.resources import peak_rss_mb, reset_peak_rss
+    from shrinktests.run.engine import ZERO_TIMINGS
+    from shrinktests.run.resources import peak_rss_mb, reset_peak_rss
 
     if getattr(benchmark, "disabled", False):
         pytest.skip("pytest-benchmark is disabled here (it turns itself off under pytest-xdist "
@@ -205,7 +205,7 @@ def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark
 
 
 def _atlas(s: ShrinkSession) -> Any:
-    from shrinktests.atlas import AtlasError
+    from shrinktests.atlas.measure import AtlasError
 
     run = s.atlas
     if run is None:
@@ -221,13 +221,13 @@ def test_atlas(shrink_session: ShrinkSession, shrink_scope: str) -> None:
     """Perturbing only this scope (one layer's attention or MLP) with the atlas method keeps
     the drift within the ``[settings.atlas]`` budgets; a scope that breaks them is one a
     recipe should keep at higher precision."""
-    from shrinktests.budgets import violations
+    from shrinktests.judging.budgets import violations
 
     run = _atlas(shrink_session)
     r = run.scope(shrink_scope)
     bad = violations(run.budgets, r.drift.values())
     if bad:
-        from shrinktests.atlas import describe_method
+        from shrinktests.atlas.measure import describe_method
 
         method = describe_method(run.settings.method.params())
         ties = f" ({r.drift.near_ties} at near-ties)" if r.drift.near_ties else ""

@@ -54,7 +54,7 @@ from shrinktests.suite_tests import (  # noqa: F401
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real model cache, with the default model converted once for every inner run."""
-    from shrinktests.model import cache_root, default_model_source
+    from shrinktests.run.model import cache_root, default_model_source
 
     default_model_source()
     return cache_root()

@@ -17,7 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.atlas import (
+from shrinktests.atlas.measure import (
     Atlas,
     AtlasError,
     AtlasScope,
@@ -29,13 +29,7 @@ from shrinktests.atlas import (
     first_disagreement,
     parse_scope_id,
 )
-from shrinktests.atlas_report import ranges
-from shrinktests.compression.blockwise import BlockwiseQuant, dequantize, quantize
-from shrinktests.compression.context import StepContext
-from shrinktests.compression.quanto import QuantoWeights
-from shrinktests.compression.registry import build_method
-from shrinktests.metrics import TeacherForced, first_divergence
-from shrinktests.recipe import (
+from shrinktests.atlas.recipe import (
     Entry,
     allocate,
     average_bpw,
@@ -46,8 +40,14 @@ from shrinktests.recipe import (
     recipe_step,
     uniform_step,
 )
+from shrinktests.atlas.report import ranges
+from shrinktests.compression.blockwise import BlockwiseQuant, dequantize, quantize
+from shrinktests.compression.context import StepContext
+from shrinktests.compression.quanto import QuantoWeights
+from shrinktests.compression.registry import build_method
+from shrinktests.judging.metrics import TeacherForced, first_divergence
+from shrinktests.judging.stats import ranks, spearman
 from shrinktests.spec import load_configs
-from shrinktests.stats import ranks, spearman
 from tests.conftest import TINY_SUITE, ProjectMaker
 from tests.test_prune import tiny_llama
 
@@ -438,7 +438,7 @@ def test_atlas_tests_fail_a_too_sensitive_scope_and_keep_known_ones_visible(
 
 
 def test_length_sorted_scoring_keeps_the_order_and_the_values() -> None:
-    from shrinktests.engine import continuation_logprobs
+    from shrinktests.run.engine import continuation_logprobs
 
     model = tiny_llama(2)
     probe = _probe(model)
@@ -464,8 +464,8 @@ def test_a_configs_file_kept_elsewhere_runs_the_project_suites(tmp_path: Path) -
 
 
 def test_the_atlas_renders_as_a_table_a_heatmap_and_a_scatter(tmp_path: Path) -> None:
-    from shrinktests import atlas_report
-    from shrinktests.atlas import ranked, to_dict
+    from shrinktests.atlas import report as atlas_report
+    from shrinktests.atlas.measure import ranked, to_dict
 
     results = ranked([_result(f"L{i:02d}.{part}", kl, n, mse)
                       for i, (kl, mse) in enumerate([(5.7, 5e-3), (0.2, 1e-2), (0.04, 4e-3)])
@@ -491,7 +491,7 @@ def test_the_atlas_renders_as_a_table_a_heatmap_and_a_scatter(tmp_path: Path) ->
     assert json.loads((tmp_path / "atlas.json").read_text())["scopes"][0]["scope"] == (
         "L00.attention")
 
-    from shrinktests.report_files import html, markdown
+    from shrinktests.report.files import html, markdown
 
     report = {"configs": {}, "details": {}, "examples": {}, "timeline": {}, "model": "m",
               "aggregates": {}, "judgements": [], "atlas": data}

@@ -188,7 +188,7 @@ def test_scope_matching_no_layer_fails_only_that_config(tmp_path: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from shrinktests.session import ConfigCrashed, SessionOptions, ShrinkSession
+    from shrinktests.run.session import ConfigCrashed, SessionOptions, ShrinkSession
 
     folder = tmp_path / "tiny-llama"
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,

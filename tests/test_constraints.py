@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.constraints import (
+from shrinktests.judging.constraints import (
     build_checker,
     extract_code,
     extract_json,
@@ -17,7 +17,7 @@ from shrinktests.constraints import (
     list_items,
     sentences,
 )
-from shrinktests.sandbox import run_python
+from shrinktests.judging.sandbox import run_python
 from shrinktests.schema import ConfigError
 
 fast = settings(max_examples=40, deadline=None)

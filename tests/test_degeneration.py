@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.budgets import parse_budget
-from shrinktests.checks import degeneration, new_modes
-from shrinktests.degeneration import (
+from shrinktests.judging.budgets import parse_budget
+from shrinktests.judging.checks import degeneration, new_modes
+from shrinktests.judging.degeneration import (
     distinct_n,
     evidence,
     overshoot,
@@ -20,7 +20,7 @@ from shrinktests.degeneration import (
     truncated,
     word_repetition_ratio,
 )
-from shrinktests.engine import Generation
+from shrinktests.run.engine import Generation
 
 tokens = st.lists(st.integers(0, 30), max_size=60)
 fast = settings(max_examples=60, deadline=None)

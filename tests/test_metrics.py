@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from shrinktests.metrics import (
+from shrinktests.judging.metrics import (
     TeacherForced,
     first_divergence,
     is_near_tie,

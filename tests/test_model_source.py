@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shrinktests.model import ModelSourceError, local_model_source
+from shrinktests.run.model import ModelSourceError, local_model_source
 
 
 def _folder(tmp_path: Path, config: dict[str, object]) -> Path:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.metrics import log_softmax, teacher_forced
-from shrinktests.reference import (
+from shrinktests.judging.metrics import log_softmax, teacher_forced
+from shrinktests.run.reference import (
     PromptReference,
     ReferenceMismatch,
     StoredReference,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import shrinktests
-from shrinktests.cache import DiskCache, atomic_write_text, atomic_writer
-from shrinktests.model import ModelSource, load_model, load_tokenizer
 from shrinktests.plugin import config_group
+from shrinktests.run.cache import DiskCache, atomic_write_text, atomic_writer
+from shrinktests.run.model import ModelSource, load_model, load_tokenizer
 from tests.conftest import ProjectMaker, workers_by_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
@@ -270,7 +270,7 @@ def test_the_numerics_fingerprint_names_threads_versions_and_cpu_features() -> N
     version or CPU kernels must miss the cache."""
     import torch
 
-    from shrinktests.numerics import cpu_flags, describe, numerics
+    from shrinktests.run.numerics import cpu_flags, describe, numerics
 
     assert numerics(1) != numerics(3)
     assert numerics(2)["torch"] == torch.__version__
@@ -279,3 +279,50 @@ def test_the_numerics_fingerprint_names_threads_versions_and_cpu_features() -> N
         "amx_bf16", "amx_tile", "avx2", "avx512f"]
     assert cpu_flags("no flags line") == []
     assert describe(3).endswith(", 3 threads")
+
+
+def _runtime_imports(tree: ast.AST) -> set[str]:
+    """Modules a file imports when it runs (``if TYPE_CHECKING:`` blocks left out; imports
+    inside functions count: they run too)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.orelse:
+                visit(child)
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    """Every module depends on the ones below it only: the data flows one way (suites and
+    configs → run → judging → report), and the method registry imports its modules by name."""
+    package = Path(shrinktests.__file__).parent
+    modules = {}
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        modules[name.removesuffix(".__init__")] = path
+    graph = {name: {d for d in _runtime_imports(ast.parse(path.read_text())) if d in modules
+                    and d != name} for name, path in modules.items()}
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            for dep in graph[todo.pop()] - seen:
+                if dep == goal:
+                    return True
+                seen.add(dep)
+                todo.append(dep)
+        return False
+
+    cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a))
+    assert cycles == []

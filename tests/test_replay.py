@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shrinktests.accepted import AcceptedOutput
-from shrinktests.engine import Generation
-from shrinktests.metrics import first_divergence
-from shrinktests.replay import replay
+from shrinktests.judging.metrics import first_divergence
+from shrinktests.judging.replay import replay
+from shrinktests.run.engine import Generation
 
 EPS = 0.02
 

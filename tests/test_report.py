@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shrinktests.report import COLUMNS, format_row, merge_data, render
+from shrinktests.report.terminal import COLUMNS, format_row, merge_data, render
 
 
 def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,

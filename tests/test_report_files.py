@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from shrinktests.report_files import html, markdown, worst_regressions, write_report
+from shrinktests.report.files import html, markdown, worst_regressions, write_report
 from tests.test_report import _part, _row
 
 

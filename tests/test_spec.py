@@ -21,7 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shrinktests.budgets import (
+from shrinktests.compression.blockwise import BlockwiseQuant
+from shrinktests.compression.bnb import Bnb4bit, Bnb8bit
+from shrinktests.compression.dtype import DtypeCast
+from shrinktests.compression.lowrank import LowRankCorrection
+from shrinktests.compression.registry import known_methods
+from shrinktests.compression.scope import Scope
+from shrinktests.judging.budgets import (
     METRICS,
     Budget,
     BudgetError,
@@ -30,13 +36,7 @@ from shrinktests.budgets import (
     parse_budget,
     violations,
 )
-from shrinktests.compression.blockwise import BlockwiseQuant
-from shrinktests.compression.bnb import Bnb4bit, Bnb8bit
-from shrinktests.compression.dtype import DtypeCast
-from shrinktests.compression.lowrank import LowRankCorrection
-from shrinktests.compression.registry import known_methods
-from shrinktests.compression.scope import Scope
-from shrinktests.constraints import (
+from shrinktests.judging.constraints import (
     Contains,
     ContainsAny,
     NotContains,

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shrinktests.aggregate import PromptOutcome, estimates, judge
-from shrinktests.budgets import BudgetError, parse_budget
-from shrinktests.stats import (
+from shrinktests.judging.aggregate import PromptOutcome, estimates, judge
+from shrinktests.judging.budgets import BudgetError, parse_budget
+from shrinktests.judging.stats import (
     bootstrap_mean,
     mcnemar,
     paired_rate_change,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shrinktests.atlas import PARTS, ScopeResult, parse_scope_id
+from shrinktests.atlas.measure import PARTS, ScopeResult, parse_scope_id
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import Scope
 from shrinktests.spec import ConfigSet

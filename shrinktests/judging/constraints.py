@@ -334,8 +334,8 @@ class PythonCall(Checker):
     """Run the answer's code in the sandbox, evaluate ``call`` and compare with ``expect``.
 
     ``call`` and ``expect`` are Python expressions from the suite (``is_palindrome("abba")``,
-    ``True``); without ``expect`` the call only has to return. See :mod:`shrinktests.sandbox`
-    for the limits.
+    ``True``); without ``expect`` the call only has to return. See
+    :mod:`shrinktests.judging.sandbox` for the limits.
     """
 
     name: ClassVar[str] = "python_call"
@@ -351,7 +351,7 @@ class PythonCall(Checker):
             raise ConfigError("timeout", f"must be in (0, 60] seconds, got {self.timeout}")
 
     def check(self, text: str) -> Outcome:
-        from shrinktests.sandbox import run_python
+        from shrinktests.judging.sandbox import run_python
 
         tree, detail = _parse_python(text)
         code = extract_code(text)

@@ -10,15 +10,21 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from shrinktests.budgets import DEGENERATION_METRICS, DRIFT_METRICS, Budget, Violation, violations
-from shrinktests.degeneration import MODES, evidence, profile
-from shrinktests.engine import Generation
-from shrinktests.metrics import (
+from shrinktests.judging.budgets import (
+    DEGENERATION_METRICS,
+    DRIFT_METRICS,
+    Budget,
+    Violation,
+    violations,
+)
+from shrinktests.judging.degeneration import MODES, evidence, profile
+from shrinktests.judging.metrics import (
     TeacherForced,
     first_divergence,
     is_near_tie,
     token_agreement,
 )
+from shrinktests.run.engine import Generation
 
 
 @dataclass(frozen=True)

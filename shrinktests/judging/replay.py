@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shrinktests.accepted import AcceptedOutput
-from shrinktests.engine import Generation
-from shrinktests.metrics import first_divergence
+from shrinktests.judging.metrics import first_divergence
+from shrinktests.run.engine import Generation
 
 ReplayKind = Literal["unrecorded", "same", "machine", "changed"]
 

@@ -6,12 +6,13 @@ import statistics
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.checks import Degeneration, median
-from shrinktests.numerics import describe as describe_numerics
-from shrinktests.stats import significant
+from shrinktests.judging.checks import Degeneration, median
+from shrinktests.report.table import format_table
+from shrinktests.run.numerics import describe as describe_numerics
+from shrinktests.judging.stats import significant
 
 if TYPE_CHECKING:
-    from shrinktests.session import ConfigRun, ShrinkSession
+    from shrinktests.run.session import ConfigRun, ShrinkSession
 
 COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "flips",
            "loops", "empty", "constr", "verdict")
@@ -173,14 +174,6 @@ def describe_details(details: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def format_table(rows: list[list[str]], header: tuple[str, ...] = COLUMNS) -> list[str]:
-    widths = [max(len(str(r[i])) for r in [list(header), *rows]) for i in range(len(header))]
-    def line(cells: list[str] | tuple[str, ...]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-    return [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-
-
 def summary_data(session: ShrinkSession) -> dict[str, Any]:
     """Everything the reports show, as plain JSON-able data.
 
@@ -335,13 +328,13 @@ def _quiet_counts(data: dict[str, Any]) -> list[str]:
 
 def render(data: dict[str, Any]) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
-    from shrinktests import atlas_report
+    from shrinktests.atlas import report as atlas_report
 
     atlas = atlas_report.render(data["atlas"]) if data.get("atlas") else []
     rows = [format_row(m) for m in data["configs"].values()]
     if not rows:
         return atlas
-    lines = format_table(rows)
+    lines = format_table(rows, COLUMNS)
     lines.append("KL/top-1: teacher-forced on the baseline continuation; 1st div: median first "
                  "divergent token (+N= identical, ~N near-ties);")
     lines.append("flips: outputs that left the accepted ones at a near-tie on this machine (the "

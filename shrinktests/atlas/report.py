@@ -1,6 +1,6 @@
 """How an atlas reads: a ranked terminal table, a heatmap and an MSE-vs-KL scatter, the recipe.
 
-Pure functions of :meth:`shrinktests.atlas_run.AtlasRun.data`, so the pytest summary, the
+Pure functions of :meth:`shrinktests.atlas.run.AtlasRun.data`, so the pytest summary, the
 ``--shrink-report`` folder and ``python -m shrinktests atlas`` all render the same data.
 """
 
@@ -12,10 +12,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from shrinktests import svg
-from shrinktests.atlas import describe_method, parse_scope_id
-from shrinktests.cache import atomic_write_text
-from shrinktests.report import format_table
+from shrinktests.atlas.measure import describe_method, parse_scope_id
+from shrinktests.report import svg
+from shrinktests.report.table import format_table
+from shrinktests.run.cache import atomic_write_text
 
 PART_COLOURS = {"attention": "#4a7fb5", "mlp": "#c0504d", "q_proj": "#4a7fb5",
                 "k_proj": "#6fa8dc", "v_proj": "#3d85c6", "o_proj": "#1c4587",

@@ -16,8 +16,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shrinktests.constraints import list_items
-from shrinktests.metrics import seq_rep_n
+from shrinktests.judging.constraints import list_items
+from shrinktests.judging.metrics import seq_rep_n
 
 #: metric → failure mode it signals (the metric's budget decides when)
 MODES: dict[str, str] = {

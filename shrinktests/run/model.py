@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.cache import atomic_write_text
+from shrinktests.run.cache import atomic_write_text
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.atlas import (
+from shrinktests.atlas.measure import (
     Atlas,
     AtlasError,
     AtlasSettings,
@@ -28,12 +28,12 @@ from shrinktests.atlas import (
     ranked,
     to_dict,
 )
-from shrinktests.budgets import Budget
-from shrinktests.cache import atomic_write_text, cache_key
-from shrinktests.stats import spearman
+from shrinktests.judging.budgets import Budget
+from shrinktests.judging.stats import spearman
+from shrinktests.run.cache import atomic_write_text, cache_key
 
 if TYPE_CHECKING:
-    from shrinktests.session import ShrinkSession
+    from shrinktests.run.session import ShrinkSession
     from shrinktests.spec import Suite
 
 
@@ -170,8 +170,7 @@ class AtlasRun:
         """Suggest a recipe from the full atlas, write it as a configs file, read that file
         back through the normal loader, and score it against the uniform config of the same
         bits per weight and the inverse control."""
-        from shrinktests.compression.blockwise import BlockwiseQuant
-        from shrinktests.recipe import (
+        from shrinktests.atlas.recipe import (
             Entry,
             allocate,
             average_bpw,
@@ -181,6 +180,7 @@ class AtlasRun:
             recipe_step,
             uniform_step,
         )
+        from shrinktests.compression.blockwise import BlockwiseQuant
         from shrinktests.spec import load_configs
 
         method = self.settings.method

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from shrinktests.compression.base import TensorError
 from shrinktests.compression.context import StepContext, safetensors_lookup
 from shrinktests.compression.measure import model_bytes, tensor_errors
-from shrinktests.model import ModelSource, load_model
+from shrinktests.run.model import ModelSource, load_model
 from shrinktests.spec import CompressionConfig
 
 if TYPE_CHECKING:

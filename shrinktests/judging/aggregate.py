@@ -3,7 +3,7 @@ aggregate budgets that gate on them (``test_aggregate[<config>]``).
 
 Per-prompt budgets catch one broken answer; aggregate budgets catch a config that is a bit
 worse everywhere. Because 30-odd prompts are few, each aggregate comes with its interval
-(:mod:`shrinktests.stats`) and a budget is judged against it:
+(:mod:`shrinktests.judging.stats`) and a budget is judged against it:
 
 - ``adherence_drop <= 0.1`` (a point bound) fails only when the violation is *significant*:
   the whole interval lies beyond the limit and, for paired rates, McNemar's p is below
@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from shrinktests.budgets import AGGREGATE_METRICS, Budget
-from shrinktests.stats import Estimate, bootstrap_mean, paired_rate_change
+from shrinktests.judging.budgets import AGGREGATE_METRICS, Budget
+from shrinktests.judging.stats import Estimate, bootstrap_mean, paired_rate_change
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from shrinktests import atlas_report, svg
-from shrinktests.cache import atomic_write_text
-from shrinktests.report import COLUMNS, STATS_COLUMNS, format_row, stats_rows
+from shrinktests.atlas import report as atlas_report
+from shrinktests.report import svg
+from shrinktests.run.cache import atomic_write_text
+from shrinktests.report.terminal import COLUMNS, STATS_COLUMNS, format_row, stats_rows
 
 #: regressions shown side by side in summary.md
 WORST = 5

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import ATTENTION, MLP, Scope
-from shrinktests.metrics import TeacherForced
+from shrinktests.judging.metrics import TeacherForced
 from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
@@ -210,7 +210,7 @@ class Probe:
     batch_size: int = 8
 
     def logprobs(self, model: torch.nn.Module) -> list[npt.NDArray[np.float32]]:
-        from shrinktests.engine import continuation_logprobs
+        from shrinktests.run.engine import continuation_logprobs
 
         return continuation_logprobs(model, self.pad_id, self.prompts, self.continuations,
                                      self.batch_size, by_length=True)
@@ -220,7 +220,7 @@ class Probe:
         self.baseline = self.logprobs(model)
 
     def drift(self, model: torch.nn.Module) -> Drift:
-        from shrinktests.metrics import teacher_forced
+        from shrinktests.judging.metrics import teacher_forced
 
         if not self.baseline:
             raise AtlasError("record the baseline distributions before measuring drift")

@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
-from shrinktests.cache import DiskCache, cache_key
 from shrinktests.compression.base import MethodUnavailable
-from shrinktests.constraints import Outcome
-from shrinktests.engine import (
+from shrinktests.judging.constraints import Outcome
+from shrinktests.judging.metrics import TeacherForced, teacher_forced
+from shrinktests.judging.replay import Replay, replay
+from shrinktests.run.cache import DiskCache, cache_key
+from shrinktests.run.engine import (
     ZERO_TIMINGS,
     DecodingSettings,
     Generation,
@@ -29,25 +31,23 @@ from shrinktests.engine import (
     generate,
     render_prompt,
 )
-from shrinktests.metrics import TeacherForced, teacher_forced
-from shrinktests.model import (
+from shrinktests.run.model import (
     ModelSource,
     default_model_source,
     load_tokenizer,
     local_model_source,
     set_determinism,
 )
-from shrinktests.numerics import numerics
-from shrinktests.replay import Replay, replay
+from shrinktests.run.numerics import numerics
+from shrinktests.run.variant import Variant, VariantStats, build_variant
 from shrinktests.spec import CompressionConfig, ConfigSet, Prompt, Suite
-from shrinktests.variant import Variant, VariantStats, build_variant
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from shrinktests.aggregate import PromptOutcome
-    from shrinktests.atlas_run import AtlasRun
-    from shrinktests.reference import StoredReference
+    from shrinktests.atlas.run import AtlasRun
+    from shrinktests.judging.aggregate import PromptOutcome
+    from shrinktests.run.reference import StoredReference
 
 SNAPSHOT_FORMAT = 1
 
@@ -145,7 +145,7 @@ class ShrinkSession:
     def atlas(self) -> AtlasRun | None:
         """The sensitivity atlas of the reference model, when ``[settings.atlas]`` asks."""
         if self._atlas is None and self.configs.atlas is not None:
-            from shrinktests.atlas_run import AtlasRun
+            from shrinktests.atlas.run import AtlasRun
 
             self._atlas = AtlasRun(self, self.configs.atlas, self.configs.atlas_budgets)
         return self._atlas
@@ -325,7 +325,7 @@ class ShrinkSession:
         return self.options.snapshot_dir / "reference" / f"{suite.name}.safetensors"
 
     def _reference_header(self, suite: Suite, k: int) -> dict[str, Any]:
-        from shrinktests.reference import FORMAT, tokenizer_hash
+        from shrinktests.run.reference import FORMAT, tokenizer_hash
 
         tok = self.tokenizer
         return {
@@ -344,7 +344,7 @@ class ShrinkSession:
         long as tokenizer, prompts and decoding match (a candidate checkpoint gated against
         the recorded baseline).
         """
-        from shrinktests.reference import ReferenceMismatch, load
+        from shrinktests.run.reference import ReferenceMismatch, load
 
         mode = self.options.reference
         if mode == "live" or self.options.record:
@@ -377,7 +377,7 @@ class ShrinkSession:
     def record_reference(self, suite: Suite) -> Path:
         """Write the suite's stored reference from the live baseline (--snapshot-update);
         once per suite and run."""
-        from shrinktests.reference import PromptReference, save, top_k
+        from shrinktests.run.reference import PromptReference, save, top_k
 
         if suite.name in self._recorded:
             return self.reference_path(suite)
@@ -414,7 +414,7 @@ class ShrinkSession:
     def generations(self, name: str, suite: Suite) -> list[Generation]:
         """The continuations of a suite that config ``name`` is judged on: this run's, except
         where they leave the config's accepted output at a near-tie (a machine-dependent flip,
-        see :mod:`shrinktests.replay`); then the accepted output."""
+        see :mod:`shrinktests.judging.replay`); then the accepted output."""
         live = self.live_generations(name, suite)
         if name == self.reference.name or self.options.accept:
             return live
@@ -565,7 +565,7 @@ class ShrinkSession:
         return self._tf[mem]
 
     def _teacher_forced_stored(self, name: str, stored: StoredReference) -> list[TeacherForced]:
-        from shrinktests.reference import teacher_forced_stored
+        from shrinktests.run.reference import teacher_forced_stored
 
         try:
             cand_lp = continuation_logprobs(
@@ -589,8 +589,8 @@ class ShrinkSession:
     def prompt_outcomes(self, name: str) -> list[PromptOutcome]:
         """Per prompt of every suite: drift, loops, silence and constraints met, for the
         baseline and config ``name`` (judged with ``name``'s budgets), for the aggregates."""
-        from shrinktests.aggregate import PromptOutcome
-        from shrinktests.checks import degeneration
+        from shrinktests.judging.aggregate import PromptOutcome
+        from shrinktests.judging.checks import degeneration
 
         budgets = self.configs.get(name).budgets
         out = []

@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shrinktests.cache import atomic_writer
-from shrinktests.metrics import FloatArray, TeacherForced
+from shrinktests.judging.metrics import FloatArray, TeacherForced
+from shrinktests.run.cache import atomic_writer
 
 FORMAT = "2"  # k and mass come from [settings] reference_top_k / reference_mass
 
