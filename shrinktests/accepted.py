@@ -38,8 +38,7 @@ FORMAT = 1
 FOLDER = "accepted"
 #: the record of earlier versions: one file of failures keyed by config name alone
 LEGACY_FILE = "known_failures.toml"
-#: reason prefix of the non-strict xfail marker that records failures in accept mode
-RECORDING = "recording failures for --shrink-accept-failures"
+
 #: a step's margin is written when it is below this (or below near_tie_epsilon, if larger):
 #: the replay needs the recorded margin only where it is small
 MARGIN_FLOOR = 0.05

@@ -17,7 +17,7 @@ from pathlib import Path
 from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.schema import ConfigError
-from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
+from shrinktests.spec import SpecError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,13 +60,15 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shrinktests.run.model import ModelSourceError
+    from shrinktests.options import OptionError
 
     args = _parser().parse_args(argv)
     try:
         return _atlas(args)
-    except (UsageError, SpecError, ConfigError, AtlasError, MethodUnavailable,
-            ModelSourceError) as exc:
+    except OptionError as exc:
+        print(f"shrinktests atlas: --{exc.setting} {exc.problem}", file=sys.stderr)
+        return 2
+    except (UsageError, SpecError, ConfigError, AtlasError, MethodUnavailable) as exc:
         print(f"shrinktests atlas: {exc}", file=sys.stderr)
         return 2
 
@@ -96,26 +98,18 @@ def _atlas(args: argparse.Namespace) -> int:
 
     from shrinktests.atlas import report as atlas_report
     from shrinktests.atlas.run import AtlasRun
-    from shrinktests.run.model import ModelSourceError, cache_root, check_model_folder
-    from shrinktests.run.session import SessionOptions, ShrinkSession
+    from shrinktests.options import RunRequest, resolve
+    from shrinktests.run.session import ShrinkSession
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs_path = Path(args.configs)
-    configs = load_configs(configs_path)
+    session = ShrinkSession(resolve(RunRequest(
+        root=Path.cwd(), configs=configs_path,
+        suites=tuple(Path(p) for p in args.suite or ()),
+        model=Path(args.model) if args.model else None, cache=args.cache,
+        threads=args.threads, snapshots=_snapshots(configs_path))))
+    configs = session.configs
     settings = _settings(args, configs.atlas)
-    paths = [Path(p) for p in args.suite] if args.suite else suite_files_beside(
-        configs_path, Path("suites") / "configs.toml")
-    suites = tuple(load_suite(p) for p in paths)
-    model = Path(args.model).expanduser() if args.model else None
-    if model is not None:
-        try:
-            check_model_folder(model)
-        except ModelSourceError as exc:  # its messages name the pytest option
-            raise UsageError(str(exc).replace("--shrink-model", "--model", 1)) from None
-    cache = None if args.cache == "none" else Path(args.cache) if args.cache else cache_root()
-    session = ShrinkSession(SessionOptions(
-        model=model, configs=configs, suites=suites, cache_dir=cache, threads=args.threads,
-        snapshot_dir=_snapshots(configs_path)))
     run = AtlasRun(session, settings, configs.atlas_budgets)
     start = time.perf_counter()
     ids = run.scope_ids()

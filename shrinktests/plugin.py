@@ -1,55 +1,47 @@
-"""The pytest plugin (registered through the ``pytest11`` entry point).
+"""The pytest plugin (registered through the ``pytest11`` entry point): hooks and fixtures.
 
-Hooks stay thin: options are parsed by small ``type=`` functions, the suites and configs are
-validated once at configure time (a bad file is a usage error, exit code 4), and everything
-else is delegated to :class:`shrinktests.run.session.ShrinkSession` kept in ``config.stash``.
-Importing this module is cheap: torch and transformers load only when a model is needed.
+Hooks stay thin. Options are parsed by small ``type=`` functions and resolved, as the CLI's
+are, by :mod:`shrinktests.options`; suites and configs are validated once at configure time (a
+bad file is a usage error, exit code 4). Test kinds come from :mod:`shrinktests.kinds`,
+expectations (known failures, accepted regressions, ``expect = "breaks"``) from
+:mod:`shrinktests.expectations`, the xdist hand-off from :mod:`shrinktests.distribute`, the
+accept-mode recorder from :mod:`shrinktests.recording`; everything else is the
+:class:`~shrinktests.run.session.ShrinkSession` kept in ``config.stash``. Importing this module
+is cheap: torch and transformers load only when a model is needed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shrinktests.spec import SpecError, load_configs, load_suite, suite_files_beside
+from shrinktests import expectations
+from shrinktests.distribute import (  # noqa: F401  # hooks pytest reads from this module
+    pytest_cmdline_main,
+    pytest_sessionfinish,
+    pytest_testnodedown,
+    pytest_xdist_make_scheduler,
+)
+from shrinktests.kinds import kind_of
+from shrinktests.stash import error_key, session_key, worker_data_key
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
 
-session_key = pytest.StashKey["ShrinkSession | None"]()
-#: summary data sent by xdist workers, gathered on the controller
-worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
-error_key = pytest.StashKey[str]()
-#: some collected test wants shrinktests' fixtures, but the plugin found no configs file
-unconfigured_key = pytest.StashKey[bool]()
 #: on a behaviour test item: the config whose accepted failures decide whether it is a strict
 #: xfail (decided at setup, once the model's and config's fingerprints are known)
 accepted_item_key = pytest.StashKey[str]()
-
-#: test kinds whose failures a config marked expect = "breaks" must show (strict xfail). Only
-#: drift: a broken model may emit loops on one prompt and fluent-looking gibberish on the
-#: next, so its degeneration and constraint tests are non-strict xfails.
-STRICT_BREAK_TESTS = ("test_drift",)
-#: the test kinds that judge behaviour (throughput of a broken config is still measured)
-BEHAVIOUR_TESTS = ("test_drift", "test_degeneration", "test_constraint", "test_aggregate")
+#: some collected test wants shrinktests' fixtures, but the plugin found no configs file
+unconfigured_key = pytest.StashKey[bool]()
 #: pytest-benchmark options that mean "I want benchmark numbers": they switch
 #: test_throughput on, as --shrink-bench does
 _BENCH_OPTIONS = ("benchmark_only", "benchmark_save", "benchmark_autosave",
                   "benchmark_compare", "benchmark_json")
-
-
-def name_matches(name: str, pattern: str) -> bool:
-    """Glob match of a test name where only ``*`` and ``?`` are wildcards (``[`` is literal,
-    since every parametrized test name contains brackets)."""
-    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
-    return re.fullmatch(regex, name) is not None
+_FIXTURES = ("shrink_config", "shrink_case", "shrink_check", "shrink_scope")
 
 
 def positive_int(value: str) -> int:
@@ -100,12 +92,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _path(config: pytest.Config, option: str, ini: str) -> Path | None:
+    """An option's path relative to the working directory, an ini key's to the rootdir."""
     value = config.getoption(option) or config.getini(ini)
     if not value:
         return None
     p = Path(value)
     return p if p.is_absolute() else (Path.cwd() / p if config.getoption(option)
                                       else config.rootpath / p)
+
+
+def _request(config: pytest.Config) -> Any:
+    from shrinktests.options import RunRequest
+
+    suites = config.getoption("--shrink-suite")
+    ini_suites = config.getini("shrink_suites")
+    return RunRequest(
+        root=config.rootpath,
+        configs=_path(config, "--shrink-configs", "shrink_configs"),
+        suites=tuple(Path(p).resolve() for p in suites) if suites else
+        tuple(config.rootpath / p for p in ini_suites),
+        model=_path(config, "--shrink-model", "shrink_model"),
+        cache=config.getoption("--shrink-cache"),
+        threads=config.getoption("--shrink-threads"),
+        snapshots=_path(config, "--shrink-snapshots", "shrink_snapshots"),
+        reference=config.getoption("shrink_reference"),
+        record=bool(getattr(config.option, "update_snapshots", False)),
+        accept=bool(config.getoption("shrink_accept_failures")),
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,73 +128,31 @@ def pytest_configure(config: pytest.Config) -> None:
     # known noise from torch/bitsandbytes internals, not from the code under test
     config.addinivalue_line(
         "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-    configs_path = _path(config, "--shrink-configs", "shrink_configs")
-    explicit = configs_path is not None
-    configs_path = configs_path or config.rootpath / "suites" / "configs.toml"
-    if not explicit and not configs_path.exists():
-        config.stash[error_key] = (
-            f"no configs file at {configs_path}: pass --shrink-configs PATH")
-        return
-    try:
-        configs = load_configs(configs_path)
-        suites = tuple(load_suite(p) for p in _suite_paths(config, configs_path))
-    except SpecError as exc:
-        raise pytest.UsageError(f"shrinktests: {exc}") from None
-    for i, suite in enumerate(suites):
-        other = next((o for o in suites[:i] if o.name == suite.name), None)
-        if other is not None:  # case ids (suite.prompt) and snapshot names would collide
-            raise pytest.UsageError(
-                f"shrinktests: {suite.path}, [suite], field 'name': {suite.name!r} is also the "
-                f"name of {other.path}")
-    from shrinktests.run.model import ModelSourceError, cache_root, check_model_folder
-    from shrinktests.run.session import SessionOptions, ShrinkSession
+    from shrinktests.options import NotConfigured, OptionError, resolve
+    from shrinktests.spec import SpecError
 
-    cache_opt = config.getoption("--shrink-cache")
-    cache = None if cache_opt == "none" else Path(cache_opt) if cache_opt else cache_root()
-    model = _path(config, "--shrink-model", "shrink_model")
-    if model is not None:
-        model = model.expanduser()
-        try:
-            check_model_folder(model)
-        except ModelSourceError as exc:
-            raise pytest.UsageError(f"shrinktests: {exc}") from None
-    snapshots = _path(config, "--shrink-snapshots", "shrink_snapshots") or (
-        config.rootpath / "snapshots")
-    threads = config.getoption("--shrink-threads") or min(4, os.cpu_count() or 1)
-    from shrinktests import accepted
-
-    accept = bool(config.getoption("shrink_accept_failures"))
-    if accept and getattr(config.option, "numprocesses", None):
+    request = _request(config)
+    if request.accept and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError(
             "shrinktests: --shrink-accept-failures records each config's outputs, which stay on "
             "the xdist worker that generated them: record in a single process (without -n)")
     try:
-        records = accepted.load_folder(snapshots / accepted.FOLDER)
+        options = resolve(request)
+    except NotConfigured as exc:
+        config.stash[error_key] = f"{exc.problem}: pass --shrink-configs PATH"
+        return
+    except OptionError as exc:
+        raise pytest.UsageError(f"shrinktests: --shrink-{exc.setting} {exc.problem}") from None
     except SpecError as exc:
         raise pytest.UsageError(f"shrinktests: {exc}") from None
-    session = ShrinkSession(SessionOptions(
-        model=model, configs=configs, suites=suites, cache_dir=cache, threads=threads,
-        snapshot_dir=snapshots, reference=config.getoption("shrink_reference"),
-        record=bool(getattr(config.option, "update_snapshots", False)),
-        accepted=records, accept=accept,
-    ))
-    config.stash[session_key] = session
-    if accept and not hasattr(config, "workerinput"):
-        recorder = AcceptRecorder(session, snapshots / accepted.FOLDER)
-        config.pluginmanager.register(recorder, "shrinktests-accept")
+    from shrinktests.run.session import ShrinkSession
 
+    session = config.stash[session_key] = ShrinkSession(options)
+    if options.accept and not hasattr(config, "workerinput"):
+        from shrinktests.recording import PLUGIN_NAME, AcceptRecorder
 
-def _suite_paths(config: pytest.Config, configs_path: Path) -> list[Path]:
-    given = config.getoption("--shrink-suite")
-    if given:
-        return [Path(p).resolve() for p in given]
-    ini = config.getini("shrink_suites")
-    if ini:
-        return [config.rootpath / p for p in ini]
-    try:
-        return suite_files_beside(configs_path, config.rootpath / "suites" / "configs.toml")
-    except SpecError as exc:
-        raise pytest.UsageError(f"shrinktests: {exc}") from None
+        recorder = AcceptRecorder(session, options.snapshot_dir / "accepted")
+        config.pluginmanager.register(recorder, PLUGIN_NAME)
 
 
 def get_session(config: pytest.Config) -> ShrinkSession:
@@ -219,9 +190,9 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    kind = kind_of(metafunc)
     names = metafunc.fixturenames
-    if not any(n in names for n in ("shrink_config", "shrink_case", "shrink_check",
-                                    "shrink_scope")):
+    if kind is None and not any(n in names for n in _FIXTURES):
         return
     if metafunc.config.stash.get(session_key, None) is None:
         # raised from pytest_collection_modifyitems instead: raised here, pytest would report
@@ -231,7 +202,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     session = get_session(metafunc.config)
     if "shrink_config" in names:
         configs = session.configs.names()
-        if metafunc.function.__name__ in ("test_drift", "test_aggregate"):
+        if kind is not None and kind.skips_reference:
             configs = [c for c in configs if c != session.configs.reference]
         metafunc.parametrize("shrink_config", configs, indirect=True, scope="session")
     if "shrink_scope" in names:
@@ -263,46 +234,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             get_session(config)  # raises the usage error that says what is missing
         return
     bench_on = benchmarks_requested(config)
+    atlas = session.configs.atlas
     for item in items:
-        if getattr(item, "originalname", None) == "test_throughput" and not bench_on:
+        kind = kind_of(item)
+        if kind is None:
+            continue
+        if kind.benchmark and not bench_on:
             item.add_marker(pytest.mark.skip(
                 reason="throughput benchmarks are opt-in: --shrink-bench, or --benchmark-only "
                 "/ --benchmark-autosave / --benchmark-compare"))
-        _mark_atlas(session, item)
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("shrink_config") if callspec else None
-        if name is None:
-            continue
-        item.user_properties.append(("shrink_config", name))
-        config_spec = session.configs.get(name)
-        known = [g for g in config_spec.known_failures if name_matches(item.name, g)]
-        kind = getattr(item, "originalname", item.name)
-        if known:
-            item.add_marker(pytest.mark.xfail(
-                strict=True, reason=f"known failure of config {name!r} (listed as {known[0]!r} "
-                "in known_failures)"))
-        elif kind in BEHAVIOUR_TESTS and config_spec.expect != "breaks":
-            if session.options.accept:  # record what fails without failing
-                from shrinktests.accepted import RECORDING
-
-                item.add_marker(pytest.mark.xfail(strict=False, reason=RECORDING))
-            else:
-                item.stash[accepted_item_key] = name
-        if not known and config_spec.expect == "breaks" and kind in BEHAVIOUR_TESTS:
-            strict = kind in STRICT_BREAK_TESTS
-            item.add_marker(pytest.mark.xfail(
-                strict=strict, reason=f"config {name!r} is marked expect = \"breaks\""))
-
-
-def _mark_atlas(session: ShrinkSession, item: pytest.Item) -> None:
-    """Strict xfails for the atlas scopes listed in ``[settings.atlas] known_failures``."""
-    atlas = session.configs.atlas
-    if atlas is None or not getattr(item, "originalname", "").startswith("test_atlas"):
-        return
-    known = [g for g in atlas.known_failures if name_matches(item.name, g)]
-    if known:
-        item.add_marker(pytest.mark.xfail(strict=True, reason=f"known sensitive scope (listed "
-                                          f"as {known[0]!r} in [settings.atlas] known_failures)"))
+        if name is not None:
+            item.user_properties += [("shrink_config", name), ("shrink_behaviour", kind.behaviour)]
+        decision = expectations.decide(
+            kind, item.name, session.configs.get(name) if name is not None else None,
+            atlas_known=atlas.known_failures if atlas else (), accept=session.options.accept)
+        if decision.expectation is not None:
+            item.add_marker(pytest.mark.xfail(strict=decision.expectation.strict,
+                                              reason=decision.expectation.reason))
+        if decision.check_accepted and name is not None:
+            item.stash[accepted_item_key] = name
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -314,57 +266,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash.get(session_key, None)
     if name is None or session is None:
         return
-    if item.name in session.accepted_failures(name):
-        from shrinktests.accepted import FOLDER
-
-        item.add_marker(pytest.mark.xfail(
-            strict=True, reason=f"accepted regression of config {name!r} (in {FOLDER}/"
-            f"{name}.toml; refresh with --shrink-accept-failures)"))
-
-
-class AcceptRecorder:
-    """In accept mode (a single process): notes which behaviour tests ran and which failed
-    (with the first line of the failure), and at the end writes the accepted record of every
-    config that ran: those failures and the config's outputs."""
-
-    def __init__(self, session: ShrinkSession, folder: Path) -> None:
-        self.session, self.folder = session, folder
-        self.ran: dict[str, set[str]] = {}
-        self.failing: dict[str, dict[str, str]] = {}
-        self.written: list[Path] = []
-        self.failures = 0
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from shrinktests.accepted import RECORDING, first_line
-
-        name = str(dict(report.user_properties).get("shrink_config", ""))
-        test = report.nodeid.rsplit("::", 1)[-1]
-        if not name or test.split("[", 1)[0] not in BEHAVIOUR_TESTS or report.when != "call":
-            return
-        self.ran.setdefault(name, set()).add(test)
-        if report.skipped and str(getattr(report, "wasxfail", "")).startswith(RECORDING):
-            self.failing.setdefault(name, {})[test] = first_line(report.longreprtext)
-
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from shrinktests.accepted import MARGIN_FLOOR, merged, save
-
-        s = self.session
-        below = max(MARGIN_FLOOR, s.configs.near_tie_epsilon)
-        for name in sorted(self.ran):
-            if name == s.reference.name:  # the baseline's accepted state is its snapshots
-                continue
-            if not any(n == name for n, _ in s.generated()):
-                continue  # skipped or crashed before generating: keep what was recorded
-            record = merged(s.options.accepted.get(name), s.new_record(name, below), self.ran[name],
-                            self.failing.get(name, {}))
-            self.written.append(save(self.folder, record))
-            self.failures += len(record.failures)
-
-    def summary(self) -> str:
-        if not self.written:
-            return "shrinktests: no behaviour test of a compressed config ran; nothing recorded"
-        return (f"shrinktests: recorded the accepted outputs and {self.failures} known failures "
-                f"of {len(self.written)} configs in {self.folder}; review the diff")
+    expected = expectations.accepted(item.name, name, session.accepted_failures(name),
+                                     f"accepted/{name}.toml")
+    if expected is not None:
+        item.add_marker(pytest.mark.xfail(strict=expected.strict, reason=expected.reason))
 
 
 @pytest.fixture(scope="session")
@@ -436,84 +341,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_cmdline_main(config: pytest.Config) -> Generator[None, Any, Any]:
-    """With ``-n N`` and no ``--dist``, distribute whole configs (``loadgroup``): a worker then
-    loads each model it owns once, instead of every worker loading every config.
-
-    A wrapper, because xdist's own ``tryfirst`` implementation turns ``dist == "no"`` into
-    ``"load"``, and which of two ``tryfirst`` plugins runs first depends on the order their
-    entry points load; a wrapper's first half runs before both.
-    """
-    if getattr(config.option, "numprocesses", None) and config.option.dist == "no":
-        config.option.dist = "loadgroup"
-    return (yield)
-
-
-def config_group(nodeid: str, configs: list[str], case_ids: set[str],
-                 reference: str) -> str | None:
-    """The config whose worker should run test ``nodeid``, read from its parameter id
-    (``test_drift[bf16-tiny.hello]`` → ``bf16``); a test with a case but no config (the
-    baseline snapshots) rides with the reference; None for tests that are not ours."""
-    name = nodeid.rsplit("::", 1)[-1]
-    if name.startswith("test_atlas"):  # the atlas perturbs the reference model
-        return reference
-    if "[" not in name or "]" not in name:
-        return None
-    param = name[name.index("[") + 1:name.rindex("]")]
-    for config in sorted(configs, key=len, reverse=True):  # "fp4-dq" before "fp4"
-        if param == config or param.startswith(config + "-"):
-            return config
-    if any(param == c or param.startswith(c + "-") for c in case_ids):
-        return reference
-    return None
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """Under ``--dist loadgroup``, keep every test of one config on one worker.
-
-    Not through ``xdist_group`` marks: xdist 3.8 implements them by rewriting ``item._nodeid``
-    to ``<nodeid>@<group>``, which pytest 9.2 (structured node ids) ignores, so the marks
-    silently stopped grouping (pytest-xdist issue #1386). A scheduler that reads the config
-    from the node id does not depend on either project's internals beyond ``_split_scope``.
-    """
-    session = config.stash.get(session_key, None)
-    if session is None or config.getvalue("dist") != "loadgroup":
-        return None
-    from xdist.scheduler import LoadGroupScheduling
-
-    configs = session.configs.names()
-    case_ids = {c.id for c in session.cases()}
-    reference = session.configs.reference
-
-    class ConfigScheduling(LoadGroupScheduling):  # type: ignore[misc]
-        def _split_scope(self, nodeid: str) -> str:
-            group = config_group(nodeid, configs, case_ids, reference)
-            return f"shrinktests:{group}" if group else str(super()._split_scope(nodeid))
-
-    return ConfigScheduling(config, log)
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On an xdist worker: hand this worker's summary data to the controller."""
-    workeroutput = getattr(session.config, "workeroutput", None)
-    shrink = session.config.stash.get(session_key, None)
-    if workeroutput is None or shrink is None or not shrink.runs:
-        return
-    from shrinktests.report.terminal import summary_data
-
-    workeroutput["shrinktests"] = json.dumps(summary_data(shrink))
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_testnodedown(node: Any, error: Any) -> None:
-    """On the xdist controller: collect each worker's summary data as it finishes."""
-    data = getattr(node, "workeroutput", {}).get("shrinktests")
-    if data:
-        node.config.stash.setdefault(worker_data_key, []).append(json.loads(data))
-
-
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is None:
@@ -536,6 +363,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         written = write_report(Path(folder), data)
         terminalreporter.write_line(
             f"shrinktests: report written: {', '.join(str(p) for p in written)}")
-    recorder = config.pluginmanager.get_plugin("shrinktests-accept")
+    from shrinktests.recording import PLUGIN_NAME, AcceptRecorder
+
+    recorder = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(recorder, AcceptRecorder):
         terminalreporter.write_line(recorder.summary())

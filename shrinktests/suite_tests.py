@@ -11,10 +11,13 @@ from typing import Any, NoReturn
 
 import pytest
 
+from shrinktests import kinds
 from shrinktests.judging import checks
+from shrinktests.kinds import test_kind
 from shrinktests.run.session import Case, ShrinkSession
 
 
+@test_kind(kinds.SNAPSHOT)
 def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
                            shrink_snapshot: Any) -> None:
     """The reference config's output equals the committed snapshot (a diff is for review)."""
@@ -55,6 +58,7 @@ def _near_tie_note(s: ShrinkSession, case: Case, current: str, recalled: Any) ->
             f"regression (to record this machine's output: {UPDATE_HINT})")
 
 
+@test_kind(kinds.DRIFT)
 def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: Case) -> None:
     """The config stays within its drift budgets against the baseline on this prompt."""
     s = shrink_session
@@ -97,6 +101,7 @@ def _fail(s: ShrinkSession, name: str, message: str) -> NoReturn:
     pytest.fail(message, pytrace=False)
 
 
+@test_kind(kinds.DEGENERATION)
 def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
                       shrink_case: Case) -> None:
     """No degeneration mode (loop, soup, silence, truncation, overshoot) over its budget that
@@ -131,6 +136,7 @@ def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
         shrink_config, shrink_case.id, shrink_case.prompt.text, gen, result, modes, max_items))
 
 
+@test_kind(kinds.CONSTRAINT)
 def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
                     shrink_check: tuple[Case, int]) -> None:
     """A constraint the baseline meets must still be met; one it misses is only reported."""
@@ -158,6 +164,7 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
                                 shrink_config, s.generation(shrink_config, case).text))
 
 
+@test_kind(kinds.AGGREGATE)
 def test_aggregate(shrink_session: ShrinkSession, shrink_config: str) -> None:
     """Config-level comparison with the baseline over every prompt of every suite, with
     intervals; the config's aggregate budgets (``adherence_drop <= 0.1``,
@@ -176,6 +183,7 @@ def test_aggregate(shrink_session: ShrinkSession, shrink_config: str) -> None:
               + "\n".join(j.describe() for j in judged))
 
 
+@test_kind(kinds.THROUGHPUT)
 def test_throughput(shrink_session: ShrinkSession, shrink_config: str, benchmark: Any) -> None:
     """Time the fixed token workload of ``[settings.benchmark]`` on this config.
 
@@ -217,6 +225,7 @@ def _atlas(s: ShrinkSession) -> Any:
     return run
 
 
+@test_kind(kinds.ATLAS)
 def test_atlas(shrink_session: ShrinkSession, shrink_scope: str) -> None:
     """Perturbing only this scope (one layer's attention or MLP) with the atlas method keeps
     the drift within the ``[settings.atlas]`` budgets; a scope that breaks them is one a
@@ -242,6 +251,7 @@ def test_atlas(shrink_session: ShrinkSession, shrink_scope: str) -> None:
             pytrace=False)
 
 
+@test_kind(kinds.ATLAS)
 def test_atlas_recipe(shrink_session: ShrinkSession) -> None:
     """The recipe suggested from the full atlas fits the bits per weight of the uniform config
     it replaces and drifts less than it: the atlas' ranking is worth its measurement."""

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import shrinktests
-from shrinktests.plugin import config_group
+from shrinktests.distribute import config_group
 from shrinktests.run.cache import DiskCache, atomic_write_text, atomic_writer
 from shrinktests.run.model import ModelSource, load_model, load_tokenizer
 from tests.conftest import ProjectMaker, workers_by_config

