@@ -20,7 +20,38 @@ if TYPE_CHECKING:
     from syrupy.data import SnapshotCollection
     from syrupy.location import PyTestLocation
 
+    from shrinktests.run.engine import Generation
+    from shrinktests.spec import CompressionConfig
+
 UPDATE_HINT = "pytest suites/ --snapshot-update"
+FORMAT = 1
+
+
+def render(gen: Generation, prompt: str, model: str, reference: CompressionConfig,
+           decoding: str) -> str:
+    """The readable snapshot of one baseline output: a header naming what produced it (a
+    mismatch there asks for regeneration), then the prompt, the text and the token ids,
+    sixteen to a line so a diff shows where the ids change."""
+    steps = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in reference.params())
+    ids = list(gen.token_ids)
+    id_lines = [" ".join(map(str, ids[i:i + 16])) for i in range(0, len(ids), 16)]
+    end = "end of sequence" if gen.finished else "token budget reached"
+    return "\n".join([
+        f"# shrinktests baseline snapshot, format {FORMAT}",
+        f"# model: {model}",
+        f"# reference config: {reference.name} ({steps})",
+        f"# decoding: {decoding}",
+        "",
+        "## prompt",
+        prompt,
+        "",
+        f"## output ({len(ids)} tokens, {end})",
+        gen.text,
+        "",
+        "## token ids",
+        *id_lines,
+        "",
+    ])
 
 
 def _header(text: str) -> list[str]:

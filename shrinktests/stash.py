@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
+from shrinktests.report.data import SummaryData
 from shrinktests.run.session import ShrinkSession
 
 #: the run's session; None when the plugin found no configs file
@@ -13,4 +12,4 @@ session_key = pytest.StashKey[ShrinkSession | None]()
 #: why there is no session (worded for the user), raised once a test needs one
 error_key = pytest.StashKey[str]()
 #: summary data sent by xdist workers, gathered on the controller
-worker_data_key = pytest.StashKey[list[dict[str, Any]]]()
+worker_data_key = pytest.StashKey[list[SummaryData]]()

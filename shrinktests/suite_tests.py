@@ -15,6 +15,7 @@ from shrinktests import kinds
 from shrinktests.judging import checks
 from shrinktests.kinds import test_kind
 from shrinktests.run.session import Case, ShrinkSession
+from shrinktests.snapshot import render
 
 
 @test_kind(kinds.SNAPSHOT)
@@ -26,7 +27,8 @@ def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
     s = shrink_session
     if s.options.record:
         s.record_reference(shrink_case.suite)
-    current = s.snapshot_text(shrink_case)
+    current = render(s.generation(s.reference.name, shrink_case), shrink_case.prompt.text,
+                     s.source.describe(), s.reference, s.settings(shrink_case.suite).describe())
     if shrink_snapshot != current:
         recalled = shrink_snapshot.executions[shrink_snapshot.num_executions - 1].recalled_data
         note = _near_tie_note(s, shrink_case, current, recalled)

@@ -21,8 +21,8 @@ from shrinktests.atlas.measure import (
     Atlas,
     AtlasError,
     AtlasScope,
-    Drift,
     Probe,
+    ScopeDrift,
     ScopeResult,
     atlas_scopes,
     drift_summary,
@@ -138,7 +138,7 @@ def test_ranges_compress_layer_lists() -> None:
 def _result(scope: str, kl: float, params: int, mse: float = 1e-3) -> ScopeResult:
     """A scope whose error quarters with every extra bit (uniform rounding's 6 dB per bit)."""
     s = parse_scope_id(scope)
-    drift = Drift(kl, kl, 1 - kl, (None,), (4,), 0)
+    drift = ScopeDrift(kl, kl, 1 - kl, (None,), (4,), 0)
     curve = {b: mse * 4.0 ** (2 - b) for b in range(2, 9)}
     return ScopeResult(scope, s.layer, s.part, 1, params, 2.5, mse, 0.3, drift, 0.0, curve)
 
@@ -494,7 +494,8 @@ def test_the_atlas_renders_as_a_table_a_heatmap_and_a_scatter(tmp_path: Path) ->
     from shrinktests.report.files import html, markdown
 
     report = {"configs": {}, "details": {}, "examples": {}, "timeline": {}, "model": "m",
-              "aggregates": {}, "judgements": [], "atlas": data}
+              "aggregates": {}, "judgements": [], "atlas": data, "stale": [], "replays": [],
+              "near_ties": [], "numerics": ""}
     md = markdown(report)
     assert "## Sensitivity atlas" in md and "| config |" not in md
     page = html(report)

@@ -14,8 +14,10 @@ def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
             "details": extra.get("details", {}), "aggregates": extra.get("aggregates", {}),
             "judgements": [], "level": 0.95,
             "near_ties": extra.get("near_ties", []), "cached_timings": False,
+            "replays": [], "stale": [], "reference": [], "numerics": "torch x, 2 threads",
             "model": "M@1", "generate_calls": calls, "hits": 1, "misses": 2, "workers": 1,
-            "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens"}
+            "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens",
+            "atlas": None}
 
 
 def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
@@ -24,7 +26,8 @@ def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
         ("tps", "vs_ref", "mb", "bits", "compress_s", "rel_err", "kl", "top1", "div_median",
          "adherence", "mean_tokens", "distinct_2"))
     counts = dict.fromkeys(("diverged", "prompts", "identical", "near_ties", "outputs", "loops",
-                            "empty", "truncated", "constraints", "met"), 0)
+                            "empty", "truncated", "constraints", "met", "replayed", "flips",
+                            "changed", "unrecorded"), 0)
     return {**empty, **counts, "name": name, "expect": "passes", "verdict": verdict,
             "cached_tps": False, "modes": {}, **figures}
 

@@ -121,7 +121,7 @@ def parse_scope_id(scope_id: str) -> AtlasScope:
 
 
 @dataclass(frozen=True)
-class Drift:
+class ScopeDrift:
     """Teacher-forced drift of one perturbation over every scored continuation."""
 
     kl_mean: float  # mean over prompts of the per-prompt mean KL(base‖perturbed)
@@ -158,13 +158,13 @@ def first_disagreement(tf: TeacherForced) -> int | None:
     return int(off[0]) if off.size else None
 
 
-def drift_summary(tfs: Sequence[TeacherForced], epsilon: float) -> Drift:
-    """Summarise per-prompt teacher-forced comparisons (pure; see :class:`Drift`)."""
+def drift_summary(tfs: Sequence[TeacherForced], epsilon: float) -> ScopeDrift:
+    """Summarise per-prompt teacher-forced comparisons (pure; see :class:`ScopeDrift`)."""
     divs = [first_disagreement(tf) for tf in tfs]
     ties = sum(1 for d, tf in zip(divs, tfs, strict=True)
                if d is not None and tf.base_margin[d] < epsilon)
     scored = [tf for tf in tfs if tf.n]
-    return Drift(
+    return ScopeDrift(
         kl_mean=statistics.fmean(tf.kl_mean for tf in scored) if scored else 0.0,
         kl_max=max((tf.kl_max for tf in scored), default=0.0),
         top1=statistics.fmean(tf.top1 for tf in scored) if scored else 1.0,
@@ -184,7 +184,7 @@ class ScopeResult:
     #: mean squared error over the scope's weights; ||ΔW||_F / ||W||_F over the scope
     mse: float
     rel_error: float
-    drift: Drift
+    drift: ScopeDrift
     seconds: float
     #: MSE of the scope's weights at other bit widths of a blockwise method (for recipes)
     mse_by_bits: dict[int, float] = field(default_factory=dict)
@@ -219,7 +219,7 @@ class Probe:
         """Score the unperturbed model once (held in memory: [tokens, vocab] float32)."""
         self.baseline = self.logprobs(model)
 
-    def drift(self, model: torch.nn.Module) -> Drift:
+    def drift(self, model: torch.nn.Module) -> ScopeDrift:
         from shrinktests.judging.metrics import teacher_forced
 
         if not self.baseline:
@@ -320,7 +320,7 @@ class ConfigResult:
 
     name: str
     bits_per_weight: float  # over the decoder's linear weights
-    drift: Drift
+    drift: ScopeDrift
     seconds: float
 
 

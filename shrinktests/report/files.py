@@ -14,6 +14,7 @@ from typing import Any
 
 from shrinktests.atlas import report as atlas_report
 from shrinktests.report import svg
+from shrinktests.report.data import ConfigMetrics, Example, SummaryData
 from shrinktests.run.cache import atomic_write_text
 from shrinktests.report.terminal import COLUMNS, STATS_COLUMNS, format_row, stats_rows
 
@@ -21,7 +22,7 @@ from shrinktests.report.terminal import COLUMNS, STATS_COLUMNS, format_row, stat
 WORST = 5
 
 
-def worst_regressions(data: dict[str, Any], n: int = WORST) -> list[tuple[str, dict[str, Any]]]:
+def worst_regressions(data: SummaryData, n: int = WORST) -> list[tuple[str, Example]]:
     """The (config, example) pairs that drifted most, one per config, configs expected to
     break left out (their drift is the point), worst first."""
     picks = []
@@ -37,14 +38,14 @@ def _md_cell(text: str) -> str:
     return escape(text, quote=False).replace("|", "\\|").replace("\n", "<br>") or "&nbsp;"
 
 
-def _where(ex: dict[str, Any]) -> str:
+def _where(ex: Example) -> str:
     if ex["divergence"] is None:
         return "no divergence in the generated window"
     tie = " (near-tie)" if ex["near_tie"] else ""
     return f"first divergence at token {ex['divergence']}{tie}"
 
 
-def markdown(data: dict[str, Any]) -> str:
+def markdown(data: SummaryData) -> str:
     """summary.md: the table, the legend, then the worst regressions side by side."""
     rows = [format_row(m) for m in data["configs"].values()]
     failing = [m["name"] for m in data["configs"].values() if m["verdict"].startswith("FAIL")]
@@ -74,8 +75,8 @@ def markdown(data: dict[str, Any]) -> str:
         lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
     lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
     lines += machine_dependent(data)
-    if data.get("atlas"):
-        lines += ["", *atlas_report.markdown(data["atlas"])]
+    if atlas := data["atlas"]:
+        lines += ["", *atlas_report.markdown(atlas)]
     worst = worst_regressions(data)
     if worst:
         lines += ["", "## Worst regressions", ""]
@@ -89,23 +90,23 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def machine_dependent(data: dict[str, Any]) -> list[str]:
+def machine_dependent(data: SummaryData) -> list[str]:
     """summary.md's list of what depended on this machine's float rounding: stale records,
     outputs replayed against the accepted ones, divergences at a near-tie of the baseline."""
     out: list[str] = []
-    for title, key, text in (
-        ("Accepted records not applied", "stale", ""),
-        ("Outputs that left the accepted ones", "replays",
+    for title, listed, text in (
+        ("Accepted records not applied", data["stale"], ""),
+        ("Outputs that left the accepted ones", data["replays"],
          "A flip at a near-tie depends on the machine (its kernels, its thread count), so the "
          "accepted output was judged; a clear-margin change is real and this run's output "
          "was judged."),
-        ("Divergences at a near-tie of the baseline", "near_ties",
+        ("Divergences at a near-tie of the baseline", data["near_ties"],
          "Where the baseline's own top-2 margin is below near_tie_epsilon, the divergence is "
          "reported, not counted as drift."),
     ):
-        if data.get(key):
+        if listed:
             out += ["", f"## {title}", ""] + ([text, ""] if text else [])
-            out += [f"- {_md_cell(line)}" for line in data[key]]
+            out += [f"- {_md_cell(line)}" for line in listed]
     return out
 
 
@@ -133,12 +134,12 @@ def _table_html(header: tuple[str, ...], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _charts(data: dict[str, Any]) -> list[str]:
+def _charts(data: SummaryData) -> list[str]:
     cfgs = [m for m in data["configs"].values() if m["prompts"]]  # compared configs
     every = list(data["configs"].values())
 
-    def share(m: dict[str, Any], key: str) -> float | None:
-        return m[key] / m["outputs"] if m["outputs"] else None
+    def share(m: ConfigMetrics, n: int) -> float | None:
+        return n / m["outputs"] if m["outputs"] else None
 
     charts = [
         svg.bars("Mean KL(base‖config), log scale", [(m["name"], m["kl"]) for m in cfgs],
@@ -146,9 +147,9 @@ def _charts(data: dict[str, Any]) -> list[str]:
         svg.bars("Top-1 agreement with the baseline", [(m["name"], m["top1"]) for m in cfgs],
                  fmt=".2f", maximum=1.0, colour="#5b9b5b"),
         svg.bars("Outputs in a repetition loop (share)",
-                 [(m["name"], share(m, "loops")) for m in every], fmt=".2f", maximum=1.0,
+                 [(m["name"], share(m, m["loops"])) for m in every], fmt=".2f", maximum=1.0,
                  colour="#c0504d"),
-        svg.bars("Empty outputs (share)", [(m["name"], share(m, "empty")) for m in every],
+        svg.bars("Empty outputs (share)", [(m["name"], share(m, m["empty"])) for m in every],
                  fmt=".2f", maximum=1.0, colour="#8064a2"),
         svg.bars("Constraint adherence", [(m["name"], m["adherence"]) for m in every],
                  fmt=".2f", maximum=1.0, colour="#4bacc6"),
@@ -164,7 +165,7 @@ def _charts(data: dict[str, Any]) -> list[str]:
     return charts
 
 
-def _example_html(name: str, ex: dict[str, Any]) -> str:
+def _example_html(name: str, ex: Example) -> str:
     prefix = f'<span class="prefix">{escape(ex["prefix"])}</span>'
     return (f"<h3>{escape(name)} on {escape(ex['case'])}</h3>"
             f"<p>KL {ex['kl']:.3f}, top-1 {ex['top1']:.2f}, {escape(_where(ex))}. Prompt: "
@@ -174,7 +175,7 @@ def _example_html(name: str, ex: dict[str, Any]) -> str:
             f"{escape(ex['cand'])}</mark></pre></div>")
 
 
-def _stats_html(data: dict[str, Any]) -> list[str]:
+def _stats_html(data: SummaryData) -> list[str]:
     if not data.get("aggregates"):
         return []
     notes = "".join(f"<li>{escape(line)}</li>" for line in data["judgements"])
@@ -184,7 +185,7 @@ def _stats_html(data: dict[str, Any]) -> list[str]:
             _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
 
 
-def _config_html(data: dict[str, Any]) -> list[str]:
+def _config_html(data: SummaryData) -> list[str]:
     details = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
                       for k, v in data["details"].items())
     return [_table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
@@ -192,7 +193,7 @@ def _config_html(data: dict[str, Any]) -> list[str]:
             '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>"]
 
 
-def html(data: dict[str, Any]) -> str:
+def html(data: SummaryData) -> str:
     """index.html: one self-contained file (inline CSS and SVG, no scripts, no network)."""
     examples = "".join(_example_html(name, ex) for name, exs in data["examples"].items()
                        for ex in exs)
@@ -204,12 +205,12 @@ def html(data: dict[str, Any]) -> str:
         "<title>shrinktests report</title>", f"<style>{_CSS}</style></head><body>",
         "<h1>shrinktests report</h1>", f"<p>Model <code>{escape(data['model'])}</code></p>",
         *(_config_html(data) if data["configs"] else []),
-        *(atlas_report.html_section(data["atlas"]) if data.get("atlas") else []),
+        *(atlas_report.html_section(a) if (a := data["atlas"]) else []),
         *(side_by_side if examples else []), "</body></html>",
     ])
 
 
-def write_report(folder: Path, data: dict[str, Any]) -> list[Path]:
+def write_report(folder: Path, data: SummaryData) -> list[Path]:
     """Write summary.md, index.html and data.json atomically into ``folder``."""
     files = {"summary.md": markdown(data), "index.html": html(data),
              "data.json": json.dumps(data, indent=1, default=str)}

@@ -7,6 +7,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.judging.checks import Degeneration, median
+from shrinktests.report.data import ConfigMetrics, Example, SummaryData
 from shrinktests.report.table import format_table
 from shrinktests.run.numerics import describe as describe_numerics
 from shrinktests.judging.stats import significant
@@ -39,7 +40,7 @@ def _mean(xs: list[float]) -> float | None:
     return statistics.fmean(xs) if xs else None
 
 
-def config_metrics(session: ShrinkSession, name: str) -> dict[str, Any]:
+def config_metrics(session: ShrinkSession, name: str) -> ConfigMetrics:
     """Every figure of one config as plain numbers (None: not measured this run)."""
     ref = session.reference.name
     ref_tps = session.runs[ref].timings.generate_tps if ref in session.runs else 0.0
@@ -84,7 +85,7 @@ def _num(v: float | None, fmt: str) -> str:
     return "-" if v is None else format(v, fmt)
 
 
-def format_row(m: dict[str, Any]) -> list[str]:
+def format_row(m: ConfigMetrics) -> list[str]:
     """One line of the terminal table from :func:`config_metrics`."""
     div = "-"
     if m["prompts"]:
@@ -93,25 +94,25 @@ def format_row(m: dict[str, Any]) -> list[str]:
             div += f"+{m['identical']}="
         if m["near_ties"]:
             div += f"~{m['near_ties']}"
-    def count(key: str) -> str:
-        return f"{m[key]}/{m['outputs']}" if m["outputs"] else "-"
+    def count(n: int) -> str:
+        return f"{n}/{m['outputs']}" if m["outputs"] else "-"
 
     flips = "-"
-    if m.get("replayed"):  # N flips, +M real changes (this run's output judged)
+    if m["replayed"]:  # N flips, +M real changes (this run's output judged)
         flips = str(m["flips"]) + (f"+{m['changed']}!" if m["changed"] else "")
 
     return [
         m["name"], _num(m["tps"], ".1f") + ("*" if m["tps"] and m["cached_tps"] else ""),
         _num(m["vs_ref"], ".2f") + ("x" if m["vs_ref"] else ""), _num(m["mb"], ".0f"),
         _num(m["bits"], ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div, flips,
-        count("loops"), count("empty"),
+        count(m["loops"]), count(m["empty"]),
         _num(None if m["adherence"] is None else 100 * m["adherence"], ".0f")
         + ("%" if m["adherence"] is not None else ""),
         m["verdict"],
     ]
 
 
-def output_stats(m: dict[str, Any]) -> str:
+def output_stats(m: ConfigMetrics) -> str:
     """The failure modes seen over a config's outputs, with length and distinct-2 figures."""
     if not m["outputs"]:
         return ""
@@ -121,13 +122,13 @@ def output_stats(m: dict[str, Any]) -> str:
             f"distinct-2 {m['distinct_2']:.2f}")
 
 
-def _examples(session: ShrinkSession, name: str) -> list[dict[str, Any]]:
+def _examples(session: ShrinkSession, name: str) -> list[Example]:
     """The prompts where ``name`` drifted most (by mean KL), both continuations split at the
     first divergence, for the side-by-side views of summary.md and index.html."""
     run = session.runs[name]
     cases = {c.id: c for c in session.cases()}
     worst = sorted(run.drift.items(), key=lambda kv: -(kv[1].values["kl_mean"] or 0.0))
-    out = []
+    out: list[Example] = []
     for case_id, d in worst[:EXAMPLES]:
         case = cases[case_id]
         base = session.generation(session.reference.name, case).token_ids
@@ -174,7 +175,7 @@ def describe_details(details: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def summary_data(session: ShrinkSession) -> dict[str, Any]:
+def summary_data(session: ShrinkSession) -> SummaryData:
     """Everything the reports show, as plain JSON-able data.
 
     Under pytest-xdist each worker sends this to the controller, which merges the workers'
@@ -234,10 +235,10 @@ def summary_data(session: ShrinkSession) -> dict[str, Any]:
     }
 
 
-def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
+def merge_data(parts: list[SummaryData], order: list[str]) -> SummaryData:
     """One summary from several workers' data: a config's figures come from the worker that
     ran its tests (others only computed it as a reference); counters add up."""
-    owner: dict[str, dict[str, Any]] = {}
+    owner: dict[str, SummaryData] = {}
     for part in parts:
         for name in part["configs"]:
             if name not in owner or name in part["tested"]:
@@ -248,25 +249,25 @@ def merge_data(parts: list[dict[str, Any]], order: list[str]) -> dict[str, Any]:
         "aggregates": {n: owner[n]["aggregates"][n] for n in names
                        if n in owner[n]["aggregates"]},
         "judgements": sorted({line for p in parts for line in p["judgements"]}),
-        "reference": sorted({line for p in parts for line in p.get("reference", [])}),
+        "reference": sorted({line for p in parts for line in p["reference"]}),
         "level": parts[0]["level"] if parts else 0.95,
         "examples": {n: owner[n]["examples"][n] for n in names},
         "timeline": {n: owner[n]["timeline"][n] for n in names},
         "tested": sorted({n for p in parts for n in p["tested"]}),
         "details": {k: v for p in parts for k, v in p["details"].items()},
         "near_ties": sorted({line for p in parts for line in p["near_ties"]}),
-        "replays": sorted({line for p in parts for line in p.get("replays", [])}),
-        "stale": sorted({line for p in parts for line in p.get("stale", [])}),
+        "replays": sorted({line for p in parts for line in p["replays"]}),
+        "stale": sorted({line for p in parts for line in p["stale"]}),
         "cached_timings": any(p["cached_timings"] for p in parts),
         "model": next((p["model"] for p in parts if p["model"]), ""),
-        "numerics": next((p["numerics"] for p in parts if p.get("numerics")), ""),
+        "numerics": next((p["numerics"] for p in parts if p["numerics"]), ""),
         "generate_calls": sum(p["generate_calls"] for p in parts),
         "hits": sum(p["hits"] for p in parts), "misses": sum(p["misses"] for p in parts),
         "workers": sum(p["workers"] for p in parts),
         "bench": {k: v for p in parts for k, v in p["bench"].items()},
         "workload": parts[0]["workload"] if parts else "",
         # the atlas runs on one worker (its tests are grouped with the reference)
-        "atlas": max((p["atlas"] for p in parts if p.get("atlas")),
+        "atlas": max((a for p in parts if (a := p["atlas"]) is not None),
                      key=lambda a: len(a["scopes"]), default=None),
     }
 
@@ -310,7 +311,7 @@ def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
              f"{b['model_mb']:.0f}", f"{b['bits_per_weight']:.2f}"] for name, b in bench.items()]
 
 
-def _quiet_counts(data: dict[str, Any]) -> list[str]:
+def _quiet_counts(data: SummaryData) -> list[str]:
     """One line each for the baseline near-ties and the replayed outputs, not a line per
     prompt: the lists are in summary.md and data.json."""
     lines = []
@@ -326,11 +327,11 @@ def _quiet_counts(data: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(data: dict[str, Any]) -> list[str]:
+def render(data: SummaryData) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
     from shrinktests.atlas import report as atlas_report
 
-    atlas = atlas_report.render(data["atlas"]) if data.get("atlas") else []
+    atlas = atlas_report.render(a) if (a := data["atlas"]) else []
     rows = [format_row(m) for m in data["configs"].values()]
     if not rows:
         return atlas

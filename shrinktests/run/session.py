@@ -11,10 +11,11 @@ import gc
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
 from shrinktests.compression.base import MethodUnavailable
@@ -49,7 +50,6 @@ if TYPE_CHECKING:
     from shrinktests.judging.aggregate import PromptOutcome
     from shrinktests.run.reference import StoredReference
 
-SNAPSHOT_FORMAT = 1
 
 
 class ConfigCrashed(RuntimeError):
@@ -203,14 +203,11 @@ class ShrinkSession:
             ref_params = None
             if name != self.reference.name:
                 ref_params = self.stats(self.reference.name).params
-            try:
+            with self._guard(name):
                 self._ensure_torch()
                 calibration = self.calibration() if config.uses_calibration else []
                 self._variants[name] = build_variant(self.source, config, ref_params,
                                                      calibration)
-            except Exception as exc:  # one config crashing must not take down the others
-                self._failed[name] = exc
-                self._raise_failure(name)
             self.cache.put("stats", self._stats_key(name), self._variants[name].stats)
             self.runs[name].stats = self._variants[name].stats
         return self._variants[name]
@@ -254,7 +251,20 @@ class ShrinkSession:
         }
         return info
 
-    def _raise_failure(self, name: str) -> None:
+    @contextmanager
+    def _guard(self, name: str) -> Iterator[None]:
+        """Run a step of config ``name``; if it raises, remember the failure (later calls fail
+        at once) and fail only this config's test: one config crashing must not take down the
+        others. A :class:`ConfigCrashed` from a step already remembered passes through."""
+        try:
+            yield
+        except ConfigCrashed:
+            raise
+        except Exception as exc:
+            self._failed[name] = exc
+            self._raise_failure(name)
+
+    def _raise_failure(self, name: str) -> NoReturn:
         exc = self._failed[name]
         if isinstance(exc, MethodUnavailable):
             import pytest
@@ -512,12 +522,9 @@ class ShrinkSession:
             self.runs[name].cached_timings |= cached is not None
             if cached is None:
                 model = self.variant(name).model
-                try:
+                with self._guard(name):
                     gens, timings = generate(model, self.tokenizer, self._prompt_ids(suite),
                                              self.settings(suite))
-                except Exception as exc:
-                    self._failed[name] = exc
-                    self._raise_failure(name)
                 self.generate_calls += 1
                 cached = (gens, timings)
                 self.cache.put("generation", key, cached)
@@ -552,12 +559,9 @@ class ShrinkSession:
                 pad = self.tokenizer.pad_token_id
                 base_lp = continuation_logprobs(self.variant(self.reference.name).model, pad,
                                                 prompts, conts)
-                try:
+                with self._guard(name):
                     cand_lp = continuation_logprobs(self.variant(name).model, pad, prompts,
                                                     conts)
-                except Exception as exc:
-                    self._failed[name] = exc
-                    self._raise_failure(name)
                 cached = [teacher_forced(b, c, g.token_ids)
                           for b, c, g in zip(base_lp, cand_lp, base, strict=True)]
                 self.cache.put("teacher-forced", key, cached)
@@ -567,13 +571,10 @@ class ShrinkSession:
     def _teacher_forced_stored(self, name: str, stored: StoredReference) -> list[TeacherForced]:
         from shrinktests.run.reference import teacher_forced_stored
 
-        try:
+        with self._guard(name):
             cand_lp = continuation_logprobs(
                 self.variant(name).model, self.tokenizer.pad_token_id,
                 [p.prompt_ids for p in stored.prompts], [p.token_ids for p in stored.prompts])
-        except Exception as exc:
-            self._failed[name] = exc
-            self._raise_failure(name)
         return [teacher_forced_stored(p, lp) for p, lp in zip(stored.prompts, cand_lp,
                                                               strict=True)]
 
@@ -613,35 +614,3 @@ class ShrinkSession:
 
     def decode(self, ids: tuple[int, ...] | list[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
-
-    # ------------------------------------------------------------------ snapshots
-
-    def snapshot_header(self, case: Case) -> list[str]:
-        ref = self.reference
-        steps = "; ".join(", ".join(f"{k}={v}" for k, v in p.items()) for p in ref.params())
-        return [
-            f"# shrinktests baseline snapshot, format {SNAPSHOT_FORMAT}",
-            f"# model: {self.source.describe()}",
-            f"# reference config: {ref.name} ({steps})",
-            f"# decoding: {self.settings(case.suite).describe()}",
-        ]
-
-    def snapshot_text(self, case: Case) -> str:
-        """Readable baseline output for one prompt: header, prompt, text, token ids."""
-        gen = self.generation(self.reference.name, case)
-        ids = list(gen.token_ids)
-        id_lines = [" ".join(map(str, ids[i:i + 16])) for i in range(0, len(ids), 16)]
-        end = "end of sequence" if gen.finished else "token budget reached"
-        return "\n".join([
-            *self.snapshot_header(case),
-            "",
-            "## prompt",
-            case.prompt.text,
-            "",
-            f"## output ({len(ids)} tokens, {end})",
-            gen.text,
-            "",
-            "## token ids",
-            *id_lines,
-            "",
-        ])
