@@ -39,7 +39,7 @@ FOLDER = "accepted"
 #: the record of earlier versions: one file of failures keyed by config name alone
 LEGACY_FILE = "known_failures.toml"
 
-#: a step's margin is written when it is below this (or below near_tie_epsilon, if larger):
+#: a step's margin is written when it is below this (or below replay_epsilon, if larger):
 #: the replay needs the recorded margin only where it is small
 MARGIN_FLOOR = 0.05
 _IDS_PER_LINE = 16

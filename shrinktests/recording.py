@@ -45,7 +45,7 @@ class AcceptRecorder:
         from shrinktests.accepted import MARGIN_FLOOR, merged, save
 
         s = self.session
-        below = max(MARGIN_FLOOR, s.configs.near_tie_epsilon)
+        below = max(MARGIN_FLOOR, s.configs.replay_epsilon)
         for name in sorted(self.ran):
             if name == s.reference.name:  # the baseline's accepted state is its snapshots
                 continue

@@ -227,6 +227,9 @@ class ConfigSet:
     #: the sensitivity atlas (``[settings.atlas]``); None: no atlas tests
     atlas: AtlasSettings | None = None
     atlas_budgets: tuple[Budget, ...] = ()
+    #: a config's output that leaves its accepted one where the config's own top-1/top-2
+    #: margin is below this is a machine-dependent flip (see shrinktests.judging.replay)
+    replay_epsilon: float = 0.1
 
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
@@ -239,7 +242,8 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
-_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "budgets", "benchmark", "confidence",
+_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "replay_epsilon", "budgets", "benchmark",
+                  "confidence",
                   "reference_top_k", "reference_mass", "atlas"}
 
 
@@ -267,6 +271,9 @@ def load_configs(path: Path) -> ConfigSet:
     eps = settings.get("near_tie_epsilon", 0.02)
     if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
         raise SpecError(path, "[settings]", "near_tie_epsilon", f"must be in [0, 1), got {eps!r}")
+    replay = settings.get("replay_epsilon", 0.1)
+    if isinstance(replay, bool) or not isinstance(replay, int | float) or not 0 <= replay < 1:
+        raise SpecError(path, "[settings]", "replay_epsilon", f"must be in [0, 1), got {replay!r}")
     level = settings.get("confidence", 0.95)
     if isinstance(level, bool) or not isinstance(level, int | float) or not 0.5 <= level < 1:
         raise SpecError(path, "[settings]", "confidence", f"must be in [0.5, 1), got {level!r}")
@@ -356,7 +363,7 @@ def load_configs(path: Path) -> ConfigSet:
         raise SpecError(path, "[settings]", "reference_mass", f"must be in [0.5, 1], got {mass!r}")
     atlas, atlas_budgets = _atlas(path, settings.get("atlas"))
     return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level), top,
-                     float(mass), atlas, atlas_budgets)
+                     float(mass), atlas, atlas_budgets, float(replay))
 
 
 def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[Path]:

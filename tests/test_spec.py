@@ -77,6 +77,7 @@ def test_real_configs_file_loads() -> None:
     cs = load_configs(SUITES / "configs.toml")
     assert cs.reference == "baseline"
     assert cs.near_tie_epsilon == 0.02
+    assert cs.replay_epsilon == 0.1
     assert cs.names()[:3] == ["baseline", "bf16", "fp16"]
     assert {"nf4", "broken-2bit", "drop-third"} <= set(cs.names())
     assert cs.get("baseline").steps == (DtypeCast(dtype="float32"),)
@@ -341,6 +342,8 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str]]] = {
                       ["[settings]", "field 'near_tie_epsilon'", "must be in [0, 1), got 1.5"]),
     "epsilon-type": ('[settings]\nnear_tie_epsilon = "0.1"\n' + _A,
                      ["[settings]", "field 'near_tie_epsilon'"]),
+    "replay-epsilon-range": ("[settings]\nreplay_epsilon = 1.0\n" + _A,
+                             ["[settings]", "field 'replay_epsilon'", "must be in [0, 1)"]),
     "no-configs": ('[settings]\nreference = "a"\n', ["field 'config'", "at least one [[config]]"]),
     "config-table-not-array": ('[config]\nname = "a"\nmethod = "dtype"\n',
                                ["field 'config'", "at least one [[config]]"]),

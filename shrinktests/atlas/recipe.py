@@ -172,6 +172,7 @@ def configs_file(configs: ConfigSet, entries: Sequence[Entry], header: str) -> s
     lines = [*(f"# {line}" if line else "#" for line in header.splitlines()), "",
              "[settings]", f"reference = {toml_value(reference.name)}",
              f"near_tie_epsilon = {configs.near_tie_epsilon!r}",
+             f"replay_epsilon = {configs.replay_epsilon!r}",
              f"confidence = {configs.confidence!r}",
              # the reference's budgets are the file's defaults (a reference has no drift tests)
              f"budgets = {toml_value([str(b) for b in reference.budgets])}", ""]

@@ -439,7 +439,7 @@ class ShrinkSession:
                 if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
                     self.stale_outputs[name] += 1
                     acc = None
-                r = replay(acc, gen, self.configs.near_tie_epsilon)
+                r = replay(acc, gen, self.configs.replay_epsilon)
                 self.replays[name][case_id] = r
                 judged.append(acc.generation(gen.prompt_ids) if acc and r.judges_accepted
                               else gen)
