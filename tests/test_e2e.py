@@ -53,3 +53,13 @@ def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
     assert "1 snapshot passed" in subset.stdout
     calls = re.findall(r"generate calls this run: (\d+);", subset.stdout)
     assert calls in ([], ["0"]), calls
+
+
+def test_verdicts_hold_at_another_thread_count(fresh_cache: Path) -> None:
+    """Three threads instead of the two the accepted outputs were recorded with, on the
+    configs whose outputs flip most (dynamic int8 activations, an activation-aware low-rank
+    correction): every flip is judged on the accepted output, so the verdicts stay."""
+    run = _run_suites(fresh_cache, "-k", "continuation and ([torchao-w8a8- or [nf4-eora-)",
+                      "--shrink-threads", "3")
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
+    assert "numerics torch" in run.stdout and "3 threads" in run.stdout
