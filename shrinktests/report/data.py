@@ -1,0 +1,94 @@
+"""The summary data every report renders, as typed dictionaries.
+
+Plain JSON-able dictionaries because they cross processes (an xdist worker sends its summary
+to the controller as JSON) and are written as ``data.json``; typed so the renderers and the
+merge agree on the keys. Built by :func:`shrinktests.report.terminal.summary_data`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class ConfigMetrics(TypedDict):
+    """Every figure of one config (None: not measured this run)."""
+
+    name: str
+    expect: str
+    verdict: str
+    tps: float | None
+    cached_tps: bool
+    vs_ref: float | None
+    mb: float | None
+    bits: float | None
+    compress_s: float | None
+    rel_err: float | None
+    kl: float | None
+    top1: float | None
+    div_median: float | None
+    diverged: int
+    prompts: int
+    identical: int
+    near_ties: int
+    #: outputs replayed against the accepted ones, machine-dependent flips, real changes
+    replayed: int
+    flips: int
+    changed: int
+    unrecorded: int
+    outputs: int
+    loops: int
+    empty: int
+    modes: dict[str, int]
+    truncated: int
+    mean_tokens: float | None
+    distinct_2: float | None
+    constraints: int
+    met: int
+    adherence: float | None
+
+
+class Example(TypedDict):
+    """One prompt's baseline and config continuations, split at the first divergence."""
+
+    case: str
+    prompt: str
+    divergence: int | None
+    near_tie: bool
+    kl: float | None
+    top1: float | None
+    prefix: str
+    base: str
+    cand: str
+
+
+#: an aggregate estimate: [value, low, high, p or None, significant]
+Interval = list[Any]
+
+
+class SummaryData(TypedDict):
+    """What a run (or the merge of several workers' runs) reports."""
+
+    configs: dict[str, ConfigMetrics]
+    tested: list[str]
+    details: dict[str, str]
+    near_ties: list[str]
+    replays: list[str]
+    stale: list[str]
+    aggregates: dict[str, dict[str, Interval]]
+    judgements: list[str]
+    reference: list[str]
+    level: float
+    examples: dict[str, list[Example]]
+    #: per config: [case id, first divergence or None, baseline length] per prompt
+    timeline: dict[str, list[list[Any]]]
+    cached_timings: bool
+    model: str
+    numerics: str
+    generate_calls: int
+    hits: int
+    misses: int
+    workers: int
+    bench: dict[str, dict[str, Any]]
+    workload: str
+    #: the atlas' own data (:meth:`shrinktests.atlas.run.AtlasRun.data`), or None
+    atlas: dict[str, Any] | None
