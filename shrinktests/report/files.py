@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from html import escape
 from pathlib import Path
-from typing import Any
 
 from shrinktests.atlas import report as atlas_report
 from shrinktests.report import svg
 from shrinktests.report.data import ConfigMetrics, Example, SummaryData
-from shrinktests.run.cache import atomic_write_text
 from shrinktests.report.terminal import COLUMNS, STATS_COLUMNS, format_row, stats_rows
+from shrinktests.run.cache import atomic_write_text
 
 #: regressions shown side by side in summary.md
 WORST = 5

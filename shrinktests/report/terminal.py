@@ -7,10 +7,10 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.judging.checks import Degeneration, median
+from shrinktests.judging.stats import significant
 from shrinktests.report.data import ConfigMetrics, Example, SummaryData
 from shrinktests.report.table import format_table
 from shrinktests.run.numerics import describe as describe_numerics
-from shrinktests.judging.stats import significant
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ConfigRun, ShrinkSession
