@@ -175,6 +175,9 @@ class CompressionConfig:
     #: test-name globs (e.g. "test_constraint[*multiplication*]") that are known to fail for
     #: this config: strict xfails, so a fixed regression shows up as XPASS and gets removed
     known_failures: tuple[str, ...] = ()
+    #: this config's own ``replay_epsilon`` (None: the one in ``[settings]``), for a method
+    #: that amplifies rounding differences (dynamic activation quantization)
+    replay_epsilon: float | None = None
 
     def params(self) -> list[dict[str, Any]]:
         return [s.params() for s in self.steps]
@@ -241,7 +244,8 @@ class ConfigSet:
         raise KeyError(f"unknown config {name!r}; known: {', '.join(self.names())}")
 
 
-_CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures"}
+_CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures",
+                "replay_epsilon"}
 _SETTINGS_KEYS = {"reference", "near_tie_epsilon", "replay_epsilon", "budgets", "benchmark",
                   "confidence",
                   "reference_top_k", "reference_mass", "atlas"}
@@ -340,8 +344,12 @@ def load_configs(path: Path) -> ConfigSet:
                 raise SpecError(path, entry, f"known_failures[{j}]",
                                 f"must be a test-name glob like 'test_drift[*greeting*]', "
                                 f"got {pattern!r}")
+        own = raw.get("replay_epsilon")
+        if own is not None and (isinstance(own, bool) or not isinstance(own, int | float)
+                                or not 0 <= own < 1):
+            raise SpecError(path, entry, "replay_epsilon", f"must be in [0, 1), got {own!r}")
         configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
-                                         tuple(known)))
+                                         tuple(known), None if own is None else float(own)))
     reference = settings.get("reference", configs[0].name)
     if reference not in [c.name for c in configs]:
         raise SpecError(path, "[settings]", "reference",

@@ -78,6 +78,7 @@ def test_real_configs_file_loads() -> None:
     assert cs.reference == "baseline"
     assert cs.near_tie_epsilon == 0.02
     assert cs.replay_epsilon == 0.1
+    assert cs.get("torchao-w8a8").replay_epsilon == 0.25 and cs.get("nf4").replay_epsilon is None
     assert cs.names()[:3] == ["baseline", "bf16", "fp16"]
     assert {"nf4", "broken-2bit", "drop-third"} <= set(cs.names())
     assert cs.get("baseline").steps == (DtypeCast(dtype="float32"),)

@@ -432,6 +432,8 @@ class ShrinkSession:
         if mem not in self._judged:
             record = self.accepted_record(name)
             decoding = self.settings(suite).key()
+            own = self.configs.get(name).replay_epsilon
+            epsilon = self.configs.replay_epsilon if own is None else own
             judged = []
             for prompt, gen in zip(suite.prompts, live, strict=True):
                 case_id = Case(suite, prompt).id
@@ -439,7 +441,7 @@ class ShrinkSession:
                 if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
                     self.stale_outputs[name] += 1
                     acc = None
-                r = replay(acc, gen, self.configs.replay_epsilon)
+                r = replay(acc, gen, epsilon)
                 self.replays[name][case_id] = r
                 judged.append(acc.generation(gen.prompt_ids) if acc and r.judges_accepted
                               else gen)
