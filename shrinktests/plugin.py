@@ -149,9 +149,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = config.stash[session_key] = ShrinkSession(options)
     if options.accept and not hasattr(config, "workerinput"):
+        from shrinktests.accepted import FOLDER
         from shrinktests.recording import PLUGIN_NAME, AcceptRecorder
 
-        recorder = AcceptRecorder(session, options.snapshot_dir / "accepted")
+        recorder = AcceptRecorder(session, options.snapshot_dir / FOLDER)
         config.pluginmanager.register(recorder, PLUGIN_NAME)
 
 
@@ -266,8 +267,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash.get(session_key, None)
     if name is None or session is None:
         return
+    from shrinktests.accepted import FOLDER, path_for
+
     expected = expectations.accepted(item.name, name, session.accepted_failures(name),
-                                     f"accepted/{name}.toml")
+                                     str(path_for(Path(FOLDER), name)))
     if expected is not None:
         item.add_marker(pytest.mark.xfail(strict=expected.strict, reason=expected.reason))
 
