@@ -68,6 +68,9 @@ def _coerce(value: Any, hint: Any) -> Any:
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
+        present = [o for o in options if o is not type(None)]
+        if len(present) == 1:  # Optional[X]: X's own errors, with the path of the bad field
+            return _coerce(value, present[0])
         errors = []
         for option in options:
             if option is type(None):

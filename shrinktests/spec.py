@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -214,6 +214,41 @@ class BenchSettings:
             raise ConfigError("warmup_rounds", f"must be >= 0, got {self.warmup_rounds}")
 
 
+def _check_range(name: str, value: float, low: float, high: float, closed: bool) -> None:
+    if not (low <= value <= high if closed else low <= value < high):
+        bracket = "]" if closed else ")"
+        raise ConfigError(name, f"must be in [{low:g}, {high:g}{bracket}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """``[settings]``: what applies to every config of a configs file, validated by type
+    like every other section (the ranges below say what a value can mean)."""
+
+    #: the config every other one is compared with (default: the first)
+    reference: str | None = None
+    #: a step whose baseline top-1/top-2 margin is below this is a near-tie
+    near_tie_epsilon: float = 0.02
+    #: a config's output leaving its accepted one below this margin is a machine-dependent flip
+    replay_epsilon: float = 0.1
+    #: default budgets of every config, e.g. "kl_mean <= 0.05"
+    budgets: tuple[str, ...] = ()
+    benchmark: BenchSettings = BenchSettings()
+    confidence: float = 0.95
+    reference_top_k: int = 32
+    reference_mass: float = 1.0
+    atlas: AtlasSettings | None = None
+
+    def __post_init__(self) -> None:
+        _check_range("near_tie_epsilon", self.near_tie_epsilon, 0, 1, closed=False)
+        _check_range("replay_epsilon", self.replay_epsilon, 0, 1, closed=False)
+        _check_range("confidence", self.confidence, 0.5, 1, closed=False)
+        _check_range("reference_mass", self.reference_mass, 0.5, 1, closed=True)
+        if not 2 <= self.reference_top_k <= 4096:
+            raise ConfigError("reference_top_k",
+                              f"must be an integer in 2..4096, got {self.reference_top_k!r}")
+
+
 @dataclass(frozen=True)
 class ConfigSet:
     path: Path
@@ -246,9 +281,7 @@ class ConfigSet:
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures",
                 "replay_epsilon"}
-_SETTINGS_KEYS = {"reference", "near_tie_epsilon", "replay_epsilon", "budgets", "benchmark",
-                  "confidence",
-                  "reference_top_k", "reference_mass", "atlas"}
+_SETTINGS_KEYS = {f.name for f in fields(Settings)}
 
 
 def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
@@ -267,20 +300,21 @@ def load_configs(path: Path) -> ConfigSet:
     """Parse and validate a configs file (``[settings]`` plus ``[[config]]`` entries)."""
     data = _load_toml(path)
     _unknown(path, "", data, {"settings", "config"})
-    settings = data.get("settings", {})
-    if not isinstance(settings, dict):
+    raw_settings = data.get("settings", {})
+    if not isinstance(raw_settings, dict):
         raise SpecError(path, "", "settings", "must be a table")
-    _unknown(path, "[settings]", settings, _SETTINGS_KEYS)
-    default_budgets = _budgets(path, "[settings]", settings.get("budgets", []))
-    eps = settings.get("near_tie_epsilon", 0.02)
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1:
-        raise SpecError(path, "[settings]", "near_tie_epsilon", f"must be in [0, 1), got {eps!r}")
-    replay = settings.get("replay_epsilon", 0.1)
-    if isinstance(replay, bool) or not isinstance(replay, int | float) or not 0 <= replay < 1:
-        raise SpecError(path, "[settings]", "replay_epsilon", f"must be in [0, 1), got {replay!r}")
-    level = settings.get("confidence", 0.95)
-    if isinstance(level, bool) or not isinstance(level, int | float) or not 0.5 <= level < 1:
-        raise SpecError(path, "[settings]", "confidence", f"must be in [0.5, 1), got {level!r}")
+    _unknown(path, "[settings]", raw_settings, _SETTINGS_KEYS)
+    for table in ("benchmark", "atlas"):
+        if not isinstance(raw_settings.get(table, {}), dict):
+            raise SpecError(path, "[settings]", table, "must be a table")
+    try:
+        settings: Settings = coerce_dataclass(Settings, raw_settings)
+    except ConfigError as exc:
+        if exc.field.startswith("atlas."):
+            raise SpecError(path, "[settings.atlas]", exc.field.removeprefix("atlas."),
+                            exc.problem) from None
+        raise SpecError(path, "[settings]", exc.field, exc.problem) from None
+    default_budgets = _budgets(path, "[settings]", list(settings.budgets))
     raw_configs = data.get("config", [])
     if not isinstance(raw_configs, list) or not raw_configs:
         raise SpecError(path, "", "config", "needs at least one [[config]]")
@@ -350,28 +384,16 @@ def load_configs(path: Path) -> ConfigSet:
             raise SpecError(path, entry, "replay_epsilon", f"must be in [0, 1), got {own!r}")
         configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
                                          tuple(known), None if own is None else float(own)))
-    reference = settings.get("reference", configs[0].name)
+    reference = settings.reference or configs[0].name
     if reference not in [c.name for c in configs]:
         raise SpecError(path, "[settings]", "reference",
                         f"{reference!r} is not a config; known: "
                         f"{', '.join(c.name for c in configs)}")
-    bench_raw = settings.get("benchmark", {})
-    if not isinstance(bench_raw, dict):
-        raise SpecError(path, "[settings]", "benchmark", "must be a table")
-    try:
-        bench = coerce_dataclass(BenchSettings, bench_raw)
-    except ConfigError as exc:
-        raise SpecError(path, "[settings]", f"benchmark.{exc.field}", exc.problem) from None
-    top = settings.get("reference_top_k", 32)
-    if isinstance(top, bool) or not isinstance(top, int) or not 2 <= top <= 4096:
-        raise SpecError(path, "[settings]", "reference_top_k",
-                        f"must be an integer in 2..4096, got {top!r}")
-    mass = settings.get("reference_mass", 1.0)
-    if isinstance(mass, bool) or not isinstance(mass, int | float) or not 0.5 <= mass <= 1:
-        raise SpecError(path, "[settings]", "reference_mass", f"must be in [0.5, 1], got {mass!r}")
-    atlas, atlas_budgets = _atlas(path, settings.get("atlas"))
-    return ConfigSet(path, reference, float(eps), tuple(configs), bench, float(level), top,
-                     float(mass), atlas, atlas_budgets, float(replay))
+    atlas_budgets = _atlas_budgets(path, settings.atlas)
+    return ConfigSet(path, reference, settings.near_tie_epsilon, tuple(configs),
+                     settings.benchmark, settings.confidence, settings.reference_top_k,
+                     settings.reference_mass, settings.atlas, atlas_budgets,
+                     settings.replay_epsilon)
 
 
 def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[Path]:
@@ -387,20 +409,14 @@ def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[
     return paths
 
 
-def _atlas(path: Path, raw: Any) -> tuple[AtlasSettings | None, tuple[Budget, ...]]:
-    """``[settings.atlas]``: absent means no atlas tests; ``{}`` means every default."""
-    if raw is None:
-        return None, ()
-    if not isinstance(raw, dict):
-        raise SpecError(path, "[settings]", "atlas", "must be a table")
-    try:
-        atlas: AtlasSettings = coerce_dataclass(AtlasSettings, raw)
-    except ConfigError as exc:
-        raise SpecError(path, "[settings.atlas]", exc.field, exc.problem) from None
+def _atlas_budgets(path: Path, atlas: AtlasSettings | None) -> tuple[Budget, ...]:
+    """``[settings.atlas] budgets``: each bounds one of the per-scope metrics."""
+    if atlas is None:
+        return ()
     budgets = _budgets(path, "[settings.atlas]", list(atlas.budgets))
     for i, b in enumerate(budgets):
         if b.metric not in ATLAS_BUDGET_METRICS:
             raise SpecError(path, "[settings.atlas]", f"budgets[{i}]",
                             f"a scope's budget bounds one of {', '.join(ATLAS_BUDGET_METRICS)}, "
                             f"not {b.metric!r}")
-    return atlas, tuple(budgets)
+    return tuple(budgets)
