@@ -41,6 +41,7 @@ unconfigured_key = pytest.StashKey[bool]()
 #: test_throughput on, as --shrink-bench does
 _BENCH_OPTIONS = ("benchmark_only", "benchmark_save", "benchmark_autosave",
                   "benchmark_compare", "benchmark_json")
+PROGRESS_PLUGIN = "shrinktests-progress"
 _FIXTURES = ("shrink_config", "shrink_case", "shrink_check", "shrink_scope")
 
 
@@ -289,7 +290,23 @@ def shrink_session(request: pytest.FixtureRequest) -> ShrinkSession:
             with capture.global_and_fixture_disabled():  # fixture output is captured otherwise
                 reporter.write_line("\nshrinktests: converting the embedded SmolLM2 GGUF to a "
                                     "cached safetensors copy (once, about 20 s)")
+    _show_progress(request.config, session)
     return session
+
+
+def _show_progress(config: pytest.Config, session: ShrinkSession) -> None:
+    """A status line of what a long test is doing (not on xdist workers: their output
+    never reaches the terminal)."""
+    if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(PROGRESS_PLUGIN):
+        return
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        from shrinktests.progress_line import TerminalProgress
+
+        progress = TerminalProgress(reporter, capture)
+        config.pluginmanager.register(progress, PROGRESS_PLUGIN)  # it erases itself per test
+        session.attach_progress(progress)
 
 
 @pytest.fixture(scope="session")
@@ -360,6 +377,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("shrinktests summary")
     for line in render(data):
         terminalreporter.write_line(line)
+    from shrinktests.run.progress import describe_breakdown
+
+    if breakdown := describe_breakdown(data.get("phases", {}), session.elapsed()):
+        terminalreporter.write_line(breakdown)
     if folder := config.getoption("shrink_report"):
         from shrinktests.report.files import write_report
 

@@ -76,6 +76,19 @@ def test_render_adds_the_throughput_table_when_benchmarks_ran() -> None:
     assert render(_part([], [], 0)) == []
 
 
+def test_every_benchmarked_config_gets_its_ratio_to_the_reference() -> None:
+    """A config benchmarked before the reference has no ratio in its own record; the table
+    computes it from the reference's row."""
+    row = {"prompt_eval_tps": 300.0, "load_compress_seconds": 2.0, "peak_rss_mb": 900.0,
+           "model_mb": 173.0, "bits_per_weight": 10.3, "reference": "baseline"}
+    bench = {"nf4": {**row, "generate_tps": 40.0, "vs_reference": None},
+             "bf16": {**row, "generate_tps": 60.0, "vs_reference": None},
+             "baseline": {**row, "generate_tps": 80.0, "vs_reference": 1.0}}
+    lines = render(_part([_row("nf4", "ok")], ["nf4"], 1, bench=bench))
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("throughput"))
+    assert [ln.split()[3] for ln in lines[at + 3: at + 6]] == ["0.50x", "0.75x", "1.00x"]
+
+
 def test_the_statistics_table_marks_noise() -> None:
     aggregates = {"nf4": {"mean_kl": [0.29, 0.21, 0.38, None, True],
                           "mean_top1": [0.8, 0.75, 0.85, None, True],

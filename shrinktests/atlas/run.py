@@ -118,7 +118,9 @@ class AtlasRun:
             prompts, conts = self._continuations()
             probe = Probe(prompts, conts, s.tokenizer.pad_token_id, s.configs.near_tie_epsilon)
             model = s.variant(s.reference.name).model
-            probe.record(model)
+            s.progress.status("atlas: recording the baseline's distributions")
+            with s.clock("atlas"):
+                probe.record(model)
             self._atlas = Atlas(model, probe)
         return self._atlas
 
@@ -134,9 +136,15 @@ class AtlasRun:
             result: ScopeResult | None = self.session.cache.get("atlas", key)
             if result is None:
                 self.settings.method.check_environment()
-                result = self.atlas().measure(self.settings.method, parse_scope_id(scope_id),
-                                              curve)
-                self.session.cache.put("atlas", key, result)
+                s = self.session
+                ids = self.scope_ids()
+                where = f" ({ids.index(scope_id) + 1}/{len(ids)})" if scope_id in ids else ""
+                s.progress.status(f"atlas: measuring scope {scope_id}{where}")
+                with s.clock("atlas"):
+                    result = self.atlas().measure(self.settings.method,
+                                                  parse_scope_id(scope_id), curve)
+                s.progress.clear()
+                s.cache.put("atlas", key, result)
             self.results[scope_id] = result
         return self.results[scope_id]
 

@@ -92,3 +92,5 @@ class SummaryData(TypedDict):
     workload: str
     #: the atlas' own data (:meth:`shrinktests.atlas.run.AtlasRun.data`), or None
     atlas: dict[str, Any] | None
+    #: seconds per phase of the run (load, compress, generate, ...), summed over workers
+    phases: dict[str, float]

@@ -232,6 +232,7 @@ def summary_data(session: ShrinkSession) -> SummaryData:
         "bench": session.bench_info,
         "workload": f"{bench.prompts} prompts x {bench.new_tokens} new tokens",
         "atlas": session.atlas.data() if session.atlas and session.atlas_results() else None,
+        "phases": dict(session.clock.seconds),
     }
 
 
@@ -269,6 +270,8 @@ def merge_data(parts: list[SummaryData], order: list[str]) -> SummaryData:
         # the atlas runs on one worker (its tests are grouped with the reference)
         "atlas": max((a for p in parts if (a := p["atlas"]) is not None),
                      key=lambda a: len(a["scopes"]), default=None),
+        "phases": {k: sum(p.get("phases", {}).get(k, 0.0) for p in parts)
+                   for k in parts[0].get("phases", {})} if parts else {},
     }
 
 
@@ -305,8 +308,17 @@ BENCH_COLUMNS = ("config", "prompt tok/s", "gen tok/s", "vs ref", "load+comp s",
 
 
 def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per benchmarked config. "vs ref" is computed here, from the whole table: a
+    config benchmarked before the reference has no ratio in its own ``extra_info``."""
+    ref = next((b["generate_tps"] for name, b in bench.items() if b.get("reference") == name),
+               None)
+
+    def ratio(b: dict[str, Any]) -> float | None:
+        value = b["generate_tps"] / ref if ref else b["vs_reference"]
+        return float(value) if value else None
+
     return [[name, f"{b['prompt_eval_tps']:.1f}", f"{b['generate_tps']:.1f}",
-             f"{b['vs_reference']:.2f}x" if b["vs_reference"] else "-",
+             f"{r:.2f}x" if (r := ratio(b)) else "-",
              f"{b['load_compress_seconds']:.1f}", f"{b['peak_rss_mb']:.0f}",
              f"{b['model_mb']:.0f}", f"{b['bits_per_weight']:.2f}"] for name, b in bench.items()]
 

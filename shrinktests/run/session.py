@@ -1,47 +1,46 @@
-"""The state of one shrinktests run: model source, configs, suites, variants and results.
+"""The state of one shrinktests run, as a façade over a few parts.
 
-Pytest hooks and fixtures stay thin and delegate here. Everything expensive is lazy and
-memoised twice (in memory for the run, on disk across runs): a warm run loads no model at all.
-Generation happens once per (config, suite) as fixed batches; checks only read the results.
+- :class:`~shrinktests.run.inputs.RunInputs`: model source, tokenizer, prompts, fingerprints;
+- :class:`~shrinktests.run.pool.VariantPool`: the compressed models, a crash remembered;
+- :class:`~shrinktests.run.stored.StoredReferences`: the baseline's stored distributions;
+- :class:`~shrinktests.run.replaying.AcceptedState`: each config's accepted outputs, replayed;
+- and here, the results: generations and teacher-forced scores, memoised twice (in memory
+  for the run, on disk across runs: a warm run loads no model at all). Generation happens
+  once per (config, suite) as fixed batches; checks only read the results.
+
+Pytest hooks and fixtures stay thin and call this class.
 """
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import json
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
-from shrinktests.compression.base import MethodUnavailable
+from shrinktests.accepted import AcceptedRecord
 from shrinktests.judging.constraints import Outcome
 from shrinktests.judging.metrics import TeacherForced, teacher_forced
-from shrinktests.judging.replay import Replay, replay
+from shrinktests.judging.replay import Replay
 from shrinktests.run.cache import DiskCache, cache_key
 from shrinktests.run.engine import (
-    ZERO_TIMINGS,
     DecodingSettings,
     Generation,
     Timings,
     continuation_logprobs,
     generate,
-    render_prompt,
 )
-from shrinktests.run.model import (
-    ModelSource,
-    default_model_source,
-    load_tokenizer,
-    local_model_source,
-    set_determinism,
-)
-from shrinktests.run.numerics import numerics
-from shrinktests.run.variant import Variant, VariantStats, build_variant
-from shrinktests.spec import CompressionConfig, ConfigSet, Prompt, Suite
+from shrinktests.run.inputs import Case, RunInputs, SessionOptions
+from shrinktests.run.model import ModelSource
+from shrinktests.run.pool import VariantPool
+from shrinktests.run.progress import PhaseClock, Progress
+from shrinktests.run.replaying import AcceptedState
+from shrinktests.run.results import ConfigCrashed, ConfigRun
+from shrinktests.run.stored import StoredReferences, stored_generations
+from shrinktests.run.variant import Variant, VariantStats
+from shrinktests.spec import CompressionConfig, Suite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -50,61 +49,7 @@ if TYPE_CHECKING:
     from shrinktests.judging.aggregate import PromptOutcome
     from shrinktests.run.reference import StoredReference
 
-
-
-class ConfigCrashed(RuntimeError):
-    """Building or running one config failed; only that config's tests fail."""
-
-
-@dataclass(frozen=True)
-class Case:
-    """One prompt of one suite, the unit a test is parametrized over."""
-
-    suite: Suite
-    prompt: Prompt
-
-    @property
-    def id(self) -> str:
-        # "." rather than "/": syrupy drops "/" from snapshot file names and then cannot
-        # relate the file back to its test (it would call it unused).
-        return f"{self.suite.name}.{self.prompt.id}"
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    model: Path | None
-    configs: ConfigSet
-    suites: tuple[Suite, ...]
-    cache_dir: Path | None
-    threads: int
-    snapshot_dir: Path
-    #: where the baseline's distributions come from: "live" (run the reference model),
-    #: "stored" (the top-k file beside the snapshots) or "auto" (stored when it matches)
-    reference: str = "auto"
-    #: --snapshot-update: record the baseline live and write the stored reference
-    record: bool = False
-    #: the accepted state of each config (snapshots/accepted/), replayed unless ``accept``
-    accepted: Mapping[str, AcceptedRecord] = field(default_factory=dict)
-    #: --shrink-accept-failures: judge this machine's outputs as they are, to record them
-    accept: bool = False
-
-
-@dataclass
-class ConfigRun:
-    """What a config produced this run, for the summary table."""
-
-    stats: VariantStats | None = None
-    timings: Timings = ZERO_TIMINGS
-    drift: dict[str, Any] = field(default_factory=dict)  # case id -> checks.Drift
-    degeneration: dict[str, Any] = field(default_factory=dict)
-    constraints: dict[tuple[str, int], bool] = field(default_factory=dict)
-    outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    error: str | None = None
-    #: aggregate metric -> stats.Estimate, and the judged aggregate budgets (test_aggregate)
-    aggregate: dict[str, Any] = field(default_factory=dict)
-    judgements: list[Any] = field(default_factory=list)
-    #: timings come from a cached generation (measured in an earlier run)
-    cached_timings: bool = False
+__all__ = ["Case", "ConfigCrashed", "ConfigRun", "SessionOptions", "ShrinkSession"]
 
 
 class ShrinkSession:
@@ -112,34 +57,31 @@ class ShrinkSession:
         self.options = options
         self.configs = options.configs
         self.cache = DiskCache(options.cache_dir / "results" if options.cache_dir else None)
-        self._source: ModelSource | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
-        self._variants: dict[str, Variant] = {}
-        self._failed: dict[str, BaseException] = {}
-        self._generations: dict[tuple[str, str], list[Generation]] = {}
-        self._tf: dict[tuple[str, str], list[TeacherForced]] = {}
-        self._torch_ready = False
         self.runs: dict[str, ConfigRun] = defaultdict(ConfigRun)
+        self.inputs = RunInputs(options)
+        #: what the run is doing (the plugin attaches a status line) and where its time goes
+        self.progress = Progress()
+        self.clock = PhaseClock()
+        self._started = time.perf_counter()
+        self.pool = VariantPool(self.inputs, self.cache, self.runs, self.progress, self.clock)
+        self.stored = StoredReferences(self.inputs)
+        self.accepted = AcceptedState(self.inputs)
         #: the extra_info of each benchmarked config, for the summary's throughput table
         self.bench_info: dict[str, dict[str, Any]] = {}
         self.generate_calls = 0
-        self._checked: dict[tuple[str, str, int], Outcome] = {}
-        self._stored: dict[str, StoredReference | None] = {}
-        self._recorded: set[str] = set()
-        #: why each suite uses a live reference in auto mode, or what was recorded
-        self.reference_notes: dict[str, str] = {}
-        self._atlas: AtlasRun | None = None
-        #: live outputs replayed against the accepted ones: judged generations per (config,
-        #: suite), how each (config, case id) related to its accepted output, what this
-        #: machine's own output would have got where a near-tie flipped it
+        self._generations: dict[tuple[str, str], list[Generation]] = {}
         self._judged: dict[tuple[str, str], list[Generation]] = {}
-        self.replays: dict[str, dict[str, Replay]] = defaultdict(dict)
-        self.flip_verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
-        self._records: dict[str, AcceptedRecord | None] = {}
-        #: why a config's accepted record was not applied (recorded for another model/config)
-        self.stale_records: dict[str, str] = {}
-        #: outputs recorded for other prompts or decoding settings, per config
-        self.stale_outputs: dict[str, int] = defaultdict(int)
+        self._tf: dict[tuple[str, str], list[TeacherForced]] = {}
+        self._checked: dict[tuple[str, str, int], Outcome] = {}
+        self._atlas: AtlasRun | None = None
+
+    def elapsed(self) -> float:
+        """Seconds since the run began (the wall time of the breakdown)."""
+        return time.perf_counter() - self._started
+
+    def attach_progress(self, progress: Progress) -> None:
+        """Show what the run is doing through ``progress`` (the default shows nothing)."""
+        self.progress = self.pool.progress = progress
 
     @property
     def atlas(self) -> AtlasRun | None:
@@ -161,56 +103,47 @@ class ShrinkSession:
         return self.configs.get(self.configs.reference)
 
     def cases(self) -> list[Case]:
-        return [Case(s, p) for s in self.options.suites for p in s.prompts]
+        return self.inputs.cases()
 
     @property
     def source(self) -> ModelSource:
-        if self._source is None:
-            self._ensure_torch()
-            if self.options.model is None:
-                self._source = default_model_source(self.options.cache_dir)
-            else:
-                self._source = local_model_source(self.options.model, self.options.cache_dir)
-        return self._source
+        return self.inputs.source
 
     @property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.source)
-        return self._tokenizer
-
-    def _ensure_torch(self) -> None:
-        if not self._torch_ready:
-            set_determinism(self.options.threads)
-            self._torch_ready = True
+        return self.inputs.tokenizer
 
     def settings(self, suite: Suite) -> DecodingSettings:
-        return DecodingSettings(max_new_tokens=suite.max_new_tokens,
-                                chat_template=suite.chat_template)
+        return self.inputs.settings(suite)
 
-    def _prompt_ids(self, suite: Suite) -> list[list[int]]:
-        chat = self.settings(suite).chat_template
-        return [render_prompt(self.tokenizer, p.text, chat) for p in suite.prompts]
+    def calibration(self) -> list[list[int]]:
+        return self.inputs.calibration()
+
+    def numerics(self) -> dict[str, str]:
+        return self.inputs.numerics()
+
+    def decode(self, ids: tuple[int, ...] | list[int]) -> str:
+        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     # ------------------------------------------------------------------ variants
 
     def variant(self, name: str) -> Variant:
         """The compressed model for ``name``, built on first use; failures are remembered."""
-        if name in self._failed:
-            self._raise_failure(name)
-        if name not in self._variants:
-            config = self.configs.get(name)
-            ref_params = None
-            if name != self.reference.name:
-                ref_params = self.stats(self.reference.name).params
-            with self._guard(name):
-                self._ensure_torch()
-                calibration = self.calibration() if config.uses_calibration else []
-                self._variants[name] = build_variant(self.source, config, ref_params,
-                                                     calibration)
-            self.cache.put("stats", self._stats_key(name), self._variants[name].stats)
-            self.runs[name].stats = self._variants[name].stats
-        return self._variants[name]
+        return self.pool.get(name)
+
+    @contextmanager
+    def guard(self, name: str) -> Iterator[None]:
+        with self.pool.guard(name):
+            yield
+
+    def release(self, name: str) -> None:
+        self.pool.release(name)
+
+    def cached_stats(self, name: str) -> VariantStats | None:
+        return self.pool.cached_stats(name)
+
+    def stats(self, name: str) -> VariantStats:
+        return self.pool.stats(name)
 
     # ------------------------------------------------------------------ throughput
 
@@ -219,7 +152,7 @@ class ShrinkSession:
         suite, each forced to exactly ``new_tokens`` tokens."""
         bench = self.configs.benchmark
         suite = self.options.suites[0]
-        prompts = self._prompt_ids(suite)[: bench.prompts]
+        prompts = self.inputs.prompt_ids(suite)[: bench.prompts]
         settings = DecodingSettings(max_new_tokens=bench.new_tokens,
                                     min_new_tokens=bench.new_tokens,
                                     chat_template=suite.chat_template)
@@ -240,6 +173,7 @@ class ShrinkSession:
             timings.generate_tps if name == self.reference.name else None)
         info = self.bench_info[name] = {
             "config": name,
+            "reference": self.reference.name,
             "prompt_eval_tps": round(timings.prompt_tps, 2),
             "generate_tps": round(timings.generate_tps, 2),
             "vs_reference": round(timings.generate_tps / ref_tps, 3) if ref_tps else None,
@@ -251,173 +185,60 @@ class ShrinkSession:
         }
         return info
 
-    @contextmanager
-    def _guard(self, name: str) -> Iterator[None]:
-        """Run a step of config ``name``; if it raises, remember the failure (later calls fail
-        at once) and fail only this config's test: one config crashing must not take down the
-        others. A :class:`ConfigCrashed` from a step already remembered passes through."""
-        try:
-            yield
-        except ConfigCrashed:
-            raise
-        except Exception as exc:
-            self._failed[name] = exc
-            self._raise_failure(name)
-
-    def _raise_failure(self, name: str) -> NoReturn:
-        exc = self._failed[name]
-        if isinstance(exc, MethodUnavailable):
-            import pytest
-
-            pytest.skip(f"config {name!r} cannot run here: {exc}")
-        self.runs[name].error = f"{type(exc).__name__}: {exc}"
-        raise ConfigCrashed(f"config {name!r} failed: {type(exc).__name__}: {exc}") from exc
-
-    def release(self, name: str) -> None:
-        """Free a config's model once its tests are done (the reference stays loaded)."""
-        if name != self.reference.name and self._variants.pop(name, None) is not None:
-            gc.collect()
-
-    def calibration(self) -> list[list[int]]:
-        """Token ids of every prompt of the selected suites, for activation-aware methods."""
-        return [ids for suite in self.options.suites for ids in self._prompt_ids(suite)]
-
-    def _config_fp(self, name: str) -> str:
-        """The config's fingerprint, plus the calibration prompts where its steps use them
-        (a changed suite then changes that config's results instead of reusing stale ones)."""
-        config = self.configs.get(name)
-        if not config.uses_calibration:
-            return config.fingerprint()
-        return cache_key("calibrated", {"config": config.fingerprint(),
-                                        "calibration": self.calibration()})
-
-    def _stats_key(self, name: str) -> str:
-        return cache_key("stats", {"model": self.source.fingerprint,
-                                   "config": self._config_fp(name)})
-
-    def cached_stats(self, name: str) -> VariantStats | None:
-        """Stats already known (loaded variant or disk cache) without building anything."""
-        if name in self._variants:
-            return self._variants[name].stats
-        cached: VariantStats | None = self.cache.get("stats", self._stats_key(name))
-        return cached
-
-    def stats(self, name: str) -> VariantStats:
-        """Size/cost figures of a config, from the loaded variant or the disk cache."""
-        if name in self._variants:
-            return self._variants[name].stats
-        cached = self.cache.get("stats", self._stats_key(name))
-        if cached is not None:
-            self.runs[name].stats = cached
-            return cached  # type: ignore[no-any-return]
-        return self.variant(name).stats
-
-    # ------------------------------------------------------------------ results
-
-    def _gen_key(self, name: str, suite: Suite) -> str:
-        return cache_key("generation", {
-            "model": self.source.fingerprint,
-            "config": self._config_fp(name),
-            "prompts": [p.text for p in suite.prompts],
-            "decoding": self.settings(suite).key(),
-            "numerics": self.numerics(),
-        })
-
-    def numerics(self) -> dict[str, str]:
-        """What changes the rounding here (versions, CPU kernels, threads): part of the cache
-        keys of everything computed by a forward pass, so a warm cache never hides a change
-        of machine or thread count."""
-        return numerics(self.options.threads)
-
     # ------------------------------------------------------------------ stored reference
 
+    @property
+    def reference_notes(self) -> dict[str, str]:
+        """Why each suite uses a live reference in auto mode, or what was recorded."""
+        return self.stored.notes
+
     def reference_path(self, suite: Suite) -> Path:
-        return self.options.snapshot_dir / "reference" / f"{suite.name}.safetensors"
-
-    def _reference_header(self, suite: Suite, k: int) -> dict[str, Any]:
-        from shrinktests.run.reference import FORMAT, tokenizer_hash
-
-        tok = self.tokenizer
-        return {
-            "format": FORMAT, "model": self.source.fingerprint,
-            "reference": self._config_fp(self.reference.name),
-            "tokenizer": tokenizer_hash(tok.get_vocab(), tok.all_special_tokens),
-            "decoding": self.settings(suite).key(),
-            "prompts": cache_key("prompts", {"ids": self._prompt_ids(suite)}), "k": k,
-        }
+        return self.stored.path(suite)
 
     def stored_reference(self, suite: Suite) -> StoredReference | None:
-        """The suite's stored baseline distributions, when this run should use them.
-
-        ``auto`` uses the file only when everything matches (else notes why and runs the
-        baseline live); ``stored`` requires it, and tolerates another model fingerprint as
-        long as tokenizer, prompts and decoding match (a candidate checkpoint gated against
-        the recorded baseline).
-        """
-        from shrinktests.run.reference import ReferenceMismatch, load
-
-        mode = self.options.reference
-        if mode == "live" or self.options.record:
-            return None
-        if suite.name not in self._stored:
-            path = self.reference_path(suite)
-            ref: StoredReference | None = None
-            if not path.exists():
-                if mode == "stored":
-                    raise ReferenceMismatch(f"{path}: no stored reference; record one with "
-                                            "pytest suites/ --snapshot-update")
-                self.reference_notes[suite.name] = "live (no stored reference)"
-            else:
-                ref = load(path)
-                try:
-                    ref.check(self._reference_header(suite, int(ref.header.get("k", 0))),
-                              strict_model=mode == "auto")
-                except ReferenceMismatch as exc:
-                    if mode == "stored":
-                        raise
-                    self.reference_notes[suite.name] = f"live ({exc})"
-                    ref = None
-            if ref is not None:
-                self.reference_notes[suite.name] = (
-                    f"stored ({ref.size / 1024:.0f} KB, {ref.tokens} tokens, top-"
-                    f"{ref.header['k']})")
-            self._stored[suite.name] = ref
-        return self._stored[suite.name]
+        return self.stored.get(suite)
 
     def record_reference(self, suite: Suite) -> Path:
-        """Write the suite's stored reference from the live baseline (--snapshot-update);
-        once per suite and run."""
-        from shrinktests.run.reference import PromptReference, save, top_k
-
-        if suite.name in self._recorded:
-            return self.reference_path(suite)
-        self._recorded.add(suite.name)
-        k = self.configs.reference_top_k
-        mass = self.configs.reference_mass
+        """Write the suite's stored reference from the live baseline (--snapshot-update)."""
         base = self.generations(self.reference.name, suite)
-        logps = continuation_logprobs(self.variant(self.reference.name).model,
-                                      self.tokenizer.pad_token_id,
-                                      [g.prompt_ids for g in base], [g.token_ids for g in base])
-        prompts = []
-        for g, lp in zip(base, logps, strict=True):
-            ids, logp, counts, rest = top_k(lp, k, mass)
-            prompts.append(PromptReference(g.prompt_ids, g.token_ids, g.text, g.finished, ids,
-                                           logp, counts, rest))
-        path = self.reference_path(suite)
-        size = save(path, {**self._reference_header(suite, k), "mass": mass}, prompts)
-        tokens = sum(len(g.token_ids) for g in base)
-        self.reference_notes[suite.name] = (
-            f"recorded {path} ({size / 1024:.0f} KB for {tokens} tokens, "
-            f"{size / 1024 / max(tokens, 1) * 1000:.0f} KB per 1k tokens)")
-        return path
+        return self.stored.record(suite, base, self.variant(self.reference.name).model)
 
-    def _stored_generations(self, ref: StoredReference) -> list[Generation]:
-        gens = []
-        for p in ref.prompts:
-            ids, logp = p.top(5)
-            gens.append(Generation(prompt_ids=p.prompt_ids, token_ids=p.token_ids, text=p.text,
-                                   finished=p.finished, top_ids=ids, top_logprobs=logp))
-        return gens
+    # ------------------------------------------------------------------ accepted state
+
+    @property
+    def replays(self) -> dict[str, dict[str, Replay]]:
+        return self.accepted.replays
+
+    @property
+    def flip_verdicts(self) -> dict[tuple[str, str], list[str]]:
+        return self.accepted.flip_verdicts
+
+    @property
+    def stale_records(self) -> dict[str, str]:
+        return self.accepted.stale_records
+
+    @property
+    def stale_outputs(self) -> dict[str, int]:
+        return self.accepted.stale_outputs
+
+    def record_fingerprint(self, name: str) -> str:
+        return self.inputs.record_fingerprint(name)
+
+    def accepted_record(self, name: str) -> AcceptedRecord | None:
+        return self.accepted.record(name)
+
+    def accepted_failures(self, name: str) -> Mapping[str, str]:
+        return self.accepted.failures(name)
+
+    def new_record(self, name: str, margins_below: float) -> AcceptedRecord:
+        """This run's live outputs of ``name`` (suites generated this run) as a record."""
+        generated = {suite: gens for (config, suite), gens in self._generations.items()
+                     if config == name}
+        return self.accepted.new_record(name, margins_below, generated)
+
+    def generated(self) -> list[tuple[str, str]]:
+        """The (config, suite) pairs whose live outputs this run holds."""
+        return list(self._generations)
 
     # ------------------------------------------------------------------ generation
 
@@ -430,23 +251,11 @@ class ShrinkSession:
             return live
         mem = (name, suite.name)
         if mem not in self._judged:
-            record = self.accepted_record(name)
-            decoding = self.settings(suite).key()
-            own = self.configs.get(name).replay_epsilon
-            epsilon = self.configs.replay_epsilon if own is None else own
-            judged = []
-            for prompt, gen in zip(suite.prompts, live, strict=True):
-                case_id = Case(suite, prompt).id
-                acc = record.outputs.get(case_id) if record else None
-                if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
-                    self.stale_outputs[name] += 1
-                    acc = None
-                r = replay(acc, gen, epsilon)
-                self.replays[name][case_id] = r
-                judged.append(acc.generation(gen.prompt_ids) if acc and r.judges_accepted
-                              else gen)
-            self._judged[mem] = judged
+            self._judged[mem] = self.accepted.judge(name, suite, live)
         return self._judged[mem]
+
+    def generation(self, name: str, case: Case) -> Generation:
+        return self.generations(name, case.suite)[case.suite.prompts.index(case.prompt)]
 
     def live_generation(self, name: str, case: Case) -> Generation:
         """This run's own output of ``name`` on ``case`` (what a flip replaced)."""
@@ -457,59 +266,6 @@ class ShrinkSession:
         self.generations(name, case.suite)
         return self.replays.get(name, {}).get(case.id)
 
-    # ------------------------------------------------------------------ accepted state
-
-    def record_fingerprint(self, name: str) -> str:
-        """What an accepted record must have been made for: the config's steps, plus the
-        calibration prompts when its steps use them (unlike the cache key, not the version)."""
-        config = self.configs.get(name)
-        if not config.uses_calibration:
-            return config.fingerprint()
-        blob = json.dumps({"config": config.fingerprint(), "calibration": self.calibration()})
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def accepted_record(self, name: str) -> AcceptedRecord | None:
-        """The config's accepted record when it holds for this model and config; a stale one
-        is noted in :attr:`stale_records` and not applied."""
-        if name not in self._records:
-            record = self.options.accepted.get(name)
-            if record is not None and not self.options.accept:
-                reason = record.stale_reason(self.source.fingerprint, self.source.label,
-                                             self.record_fingerprint(name),
-                                             self.configs.get(name).params())
-                if reason is not None:
-                    self.stale_records[name] = reason
-                    record = None
-            self._records[name] = record
-        return self._records[name]
-
-    def accepted_failures(self, name: str) -> Mapping[str, str]:
-        record = self.accepted_record(name)
-        return record.failures if record is not None else {}
-
-    def generated(self) -> list[tuple[str, str]]:
-        """The (config, suite) pairs whose live outputs this run holds."""
-        return list(self._generations)
-
-    def new_record(self, name: str, margins_below: float) -> AcceptedRecord:
-        """This run's live outputs of ``name`` (suites generated this run) as a record."""
-        outputs = {}
-        for suite in self.options.suites:
-            gens = self._generations.get((name, suite.name))
-            if gens is None:
-                continue
-            decoding = self.settings(suite).key()
-            for prompt, gen in zip(suite.prompts, gens, strict=True):
-                outputs[Case(suite, prompt).id] = AcceptedOutput(
-                    prompt_key(gen.prompt_ids, decoding), tuple(gen.token_ids), gen.text,
-                    gen.finished, low_margins(gen, margins_below))
-        return AcceptedRecord(
-            config=name, model=self.source.fingerprint, model_label=self.source.label,
-            fingerprint=self.record_fingerprint(name), steps=tuple(self.configs.get(name).params()),
-            margins_below=margins_below, failures={}, outputs=outputs)
-
-    # ------------------------------------------------------------------ live generation
-
     def live_generations(self, name: str, suite: Suite) -> list[Generation]:
         """All of a suite's continuations under config ``name`` on this machine: generated
         once, then cached (the reference's come from the stored reference when one is used)."""
@@ -517,16 +273,23 @@ class ShrinkSession:
         if name == self.reference.name and mem not in self._generations:
             stored = self.stored_reference(suite)
             if stored is not None:
-                self._generations[mem] = self._stored_generations(stored)
+                self._generations[mem] = stored_generations(stored)
         if mem not in self._generations:
-            key = self._gen_key(name, suite)
+            key = self.inputs.generation_key(name, suite)
             cached = self.cache.get("generation", key)
             self.runs[name].cached_timings |= cached is not None
             if cached is None:
                 model = self.variant(name).model
-                with self._guard(name):
-                    gens, timings = generate(model, self.tokenizer, self._prompt_ids(suite),
-                                             self.settings(suite))
+                prompts = self.inputs.prompt_ids(suite)
+
+                def step(rows: int, done: int, most: int) -> None:
+                    self.progress.status(f"{name}: generating {suite.name} ({len(prompts)} "
+                                         f"prompts), step {done}/{most}, {rows} rows running")
+
+                with self.guard(name), self.clock("generate"):
+                    gens, timings = generate(model, self.tokenizer, prompts,
+                                             self.settings(suite), on_step=step)
+                self.progress.clear()
                 self.generate_calls += 1
                 cached = (gens, timings)
                 self.cache.put("generation", key, cached)
@@ -535,8 +298,7 @@ class ShrinkSession:
             self.runs[name].timings = self.runs[name].timings + timings
         return self._generations[mem]
 
-    def generation(self, name: str, case: Case) -> Generation:
-        return self.generations(name, case.suite)[case.suite.prompts.index(case.prompt)]
+    # ------------------------------------------------------------------ teacher-forced
 
     def teacher_forced(self, name: str, suite: Suite) -> list[TeacherForced]:
         """Per-token comparison with the baseline on the baseline's own continuations."""
@@ -545,8 +307,8 @@ class ShrinkSession:
             base = self.generations(self.reference.name, suite)
             stored = self.stored_reference(suite)
             key = cache_key("teacher-forced", {
-                "gen": self._gen_key(self.reference.name, suite),
-                "config": self._config_fp(name),
+                "gen": self.inputs.generation_key(self.reference.name, suite),
+                "config": self.inputs.config_fp(name),
                 "model": self.source.fingerprint,
                 "reference": f"stored:{stored.header['k']}" if stored else "live",
                 "numerics": self.numerics(),
@@ -559,11 +321,15 @@ class ShrinkSession:
                 prompts = [g.prompt_ids for g in base]
                 conts = [g.token_ids for g in base]
                 pad = self.tokenizer.pad_token_id
-                base_lp = continuation_logprobs(self.variant(self.reference.name).model, pad,
-                                                prompts, conts)
-                with self._guard(name):
-                    cand_lp = continuation_logprobs(self.variant(name).model, pad, prompts,
-                                                    conts)
+                base_model = self.variant(self.reference.name).model
+                model = self.variant(name).model
+                self.progress.status(f"{name}: teacher-forced scoring of {suite.name} "
+                                     "against the live baseline")
+                with self.clock("teacher-forced"):
+                    base_lp = continuation_logprobs(base_model, pad, prompts, conts)
+                    with self.guard(name):
+                        cand_lp = continuation_logprobs(model, pad, prompts, conts)
+                self.progress.clear()
                 cached = [teacher_forced(b, c, g.token_ids)
                           for b, c, g in zip(base_lp, cand_lp, base, strict=True)]
                 self.cache.put("teacher-forced", key, cached)
@@ -573,12 +339,17 @@ class ShrinkSession:
     def _teacher_forced_stored(self, name: str, stored: StoredReference) -> list[TeacherForced]:
         from shrinktests.run.reference import teacher_forced_stored
 
-        with self._guard(name):
+        model = self.variant(name).model
+        self.progress.status(f"{name}: teacher-forced scoring against the stored reference")
+        with self.guard(name), self.clock("teacher-forced"):
             cand_lp = continuation_logprobs(
-                self.variant(name).model, self.tokenizer.pad_token_id,
+                model, self.tokenizer.pad_token_id,
                 [p.prompt_ids for p in stored.prompts], [p.token_ids for p in stored.prompts])
+        self.progress.clear()
         return [teacher_forced_stored(p, lp) for p, lp in zip(stored.prompts, cand_lp,
                                                               strict=True)]
+
+    # ------------------------------------------------------------------ judgements
 
     def constraint(self, name: str, case: Case, index: int) -> Outcome:
         """Check ``index`` of the prompt on config ``name``'s output, once per run (code
@@ -586,7 +357,8 @@ class ShrinkSession:
         key = (name, case.id, index)
         if key not in self._checked:
             text = self.generation(name, case).text
-            self._checked[key] = case.prompt.checks[index].check(text)
+            with self.clock("checks"):
+                self._checked[key] = case.prompt.checks[index].check(text)
         return self._checked[key]
 
     def prompt_outcomes(self, name: str) -> list[PromptOutcome]:
@@ -613,6 +385,3 @@ class ShrinkSession:
                     base_met=tuple(self.constraint(self.reference.name, case, i).ok for i in n),
                     cand_met=tuple(self.constraint(name, case, i).ok for i in n)))
         return out
-
-    def decode(self, ids: tuple[int, ...] | list[int]) -> str:
-        return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))

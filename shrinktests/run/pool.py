@@ -1,0 +1,98 @@
+"""The compressed models of a run: built on first use, released when their tests are done.
+
+A config that crashes while building or running is remembered, so its later tests fail at
+once with the same error (or skip, when its backend cannot run here) while every other config
+goes on: one config crashing never takes down the others.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from typing import NoReturn
+
+from shrinktests.compression.base import MethodUnavailable
+from shrinktests.run.cache import DiskCache
+from shrinktests.run.inputs import RunInputs
+from shrinktests.run.progress import PhaseClock, Progress
+from shrinktests.run.results import ConfigCrashed, ConfigRun
+from shrinktests.run.variant import Variant, VariantStats, build_variant
+
+
+class VariantPool:
+    def __init__(self, inputs: RunInputs, cache: DiskCache,
+                 runs: MutableMapping[str, ConfigRun], progress: Progress | None = None,
+                 clock: PhaseClock | None = None) -> None:
+        self.inputs = inputs
+        self.progress = progress or Progress()
+        self.clock = clock or PhaseClock()
+        self.cache = cache
+        self.runs = runs
+        self.reference = inputs.configs.reference
+        self._variants: dict[str, Variant] = {}
+        self._failed: dict[str, BaseException] = {}
+
+    def get(self, name: str) -> Variant:
+        """The compressed model for ``name``, built on first use; failures are remembered."""
+        if name in self._failed:
+            self._raise_failure(name)
+        if name not in self._variants:
+            config = self.inputs.configs.get(name)
+            ref_params = None if name == self.reference else self.stats(self.reference).params
+            steps = " + ".join(step.name for step in config.steps)
+            self.progress.status(f"{name}: loading the model and compressing it ({steps})")
+            with self.guard(name):
+                self.inputs.ensure_torch()
+                calibration = self.inputs.calibration() if config.uses_calibration else []
+                self._variants[name] = build_variant(self.inputs.source, config, ref_params,
+                                                     calibration)
+            self.progress.clear()
+            built = self._variants[name].stats
+            self.clock.add("load", built.load_seconds)
+            self.clock.add("compress", built.compress_seconds)
+            self.cache.put("stats", self.inputs.stats_key(name), self._variants[name].stats)
+            self.runs[name].stats = self._variants[name].stats
+        return self._variants[name]
+
+    @contextmanager
+    def guard(self, name: str) -> Iterator[None]:
+        """Run a step of config ``name``; if it raises, remember the failure (later calls fail
+        at once) and fail only this config's test. A :class:`ConfigCrashed` from a step
+        already remembered passes through."""
+        try:
+            yield
+        except ConfigCrashed:
+            raise
+        except Exception as exc:
+            self._failed[name] = exc
+            self._raise_failure(name)
+
+    def _raise_failure(self, name: str) -> NoReturn:
+        exc = self._failed[name]
+        if isinstance(exc, MethodUnavailable):
+            import pytest
+
+            pytest.skip(f"config {name!r} cannot run here: {exc}")
+        self.runs[name].error = f"{type(exc).__name__}: {exc}"
+        raise ConfigCrashed(f"config {name!r} failed: {type(exc).__name__}: {exc}") from exc
+
+    def release(self, name: str) -> None:
+        """Free a config's model once its tests are done (the reference stays loaded)."""
+        if name != self.reference and self._variants.pop(name, None) is not None:
+            gc.collect()
+
+    def cached_stats(self, name: str) -> VariantStats | None:
+        """Stats already known (loaded variant or disk cache) without building anything."""
+        if name in self._variants:
+            return self._variants[name].stats
+        cached: VariantStats | None = self.cache.get("stats", self.inputs.stats_key(name))
+        return cached
+
+    def stats(self, name: str) -> VariantStats:
+        """Size/cost figures of a config, from the loaded variant or the disk cache."""
+        cached = self.cached_stats(name)
+        if cached is not None:
+            self.runs[name].stats = cached
+            return cached
+        return self.get(name).stats

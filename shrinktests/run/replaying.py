@@ -1,0 +1,92 @@
+"""The accepted state of each config, applied to this run's outputs.
+
+Each config's accepted record (``snapshots/accepted/<config>.toml``) holds the outputs and
+failures that were accepted for it. This part checks that a record still holds (same model,
+same config), replays this machine's outputs against it (see
+:mod:`shrinktests.judging.replay`), and turns this run's outputs into a new record.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+
+from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
+from shrinktests.judging.replay import Replay, replay
+from shrinktests.run.engine import Generation
+from shrinktests.run.inputs import Case, RunInputs
+from shrinktests.spec import Suite
+
+
+class AcceptedState:
+    def __init__(self, inputs: RunInputs) -> None:
+        self.inputs = inputs
+        self.options = inputs.options
+        self._records: dict[str, AcceptedRecord | None] = {}
+        #: how each (config, case id) related to its accepted output
+        self.replays: dict[str, dict[str, Replay]] = defaultdict(dict)
+        #: what this machine's own output would have got where a near-tie flipped it
+        self.flip_verdicts: dict[tuple[str, str], list[str]] = defaultdict(list)
+        #: why a config's accepted record was not applied (recorded for another model/config)
+        self.stale_records: dict[str, str] = {}
+        #: outputs recorded for other prompts or decoding settings, per config
+        self.stale_outputs: dict[str, int] = defaultdict(int)
+
+    def record(self, name: str) -> AcceptedRecord | None:
+        """The config's accepted record when it holds for this model and config; a stale one
+        is noted in :attr:`stale_records` and not applied."""
+        if name not in self._records:
+            record = self.options.accepted.get(name)
+            if record is not None and not self.options.accept:
+                source = self.inputs.source
+                reason = record.stale_reason(source.fingerprint, source.label,
+                                             self.inputs.record_fingerprint(name),
+                                             self.inputs.configs.get(name).params())
+                if reason is not None:
+                    self.stale_records[name] = reason
+                    record = None
+            self._records[name] = record
+        return self._records[name]
+
+    def failures(self, name: str) -> Mapping[str, str]:
+        record = self.record(name)
+        return record.failures if record is not None else {}
+
+    def judge(self, name: str, suite: Suite, live: Sequence[Generation]) -> list[Generation]:
+        """The outputs ``name`` is judged on: ``live``, except where one leaves the accepted
+        output at a near-tie (a machine-dependent flip); there the accepted output."""
+        record = self.record(name)
+        decoding = self.inputs.settings(suite).key()
+        own = self.inputs.configs.get(name).replay_epsilon
+        epsilon = self.inputs.configs.replay_epsilon if own is None else own
+        judged = []
+        for prompt, gen in zip(suite.prompts, live, strict=True):
+            case_id = Case(suite, prompt).id
+            acc = record.outputs.get(case_id) if record else None
+            if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
+                self.stale_outputs[name] += 1
+                acc = None
+            r = replay(acc, gen, epsilon)
+            self.replays[name][case_id] = r
+            judged.append(acc.generation(gen.prompt_ids) if acc and r.judges_accepted else gen)
+        return judged
+
+    def new_record(self, name: str, margins_below: float,
+                   generated: Mapping[str, Sequence[Generation]]) -> AcceptedRecord:
+        """A record of ``name`` from this run's live outputs (suite name -> generations)."""
+        outputs = {}
+        for suite in self.options.suites:
+            gens = generated.get(suite.name)
+            if gens is None:
+                continue
+            decoding = self.inputs.settings(suite).key()
+            for prompt, gen in zip(suite.prompts, gens, strict=True):
+                outputs[Case(suite, prompt).id] = AcceptedOutput(
+                    prompt_key(gen.prompt_ids, decoding), tuple(gen.token_ids), gen.text,
+                    gen.finished, low_margins(gen, margins_below))
+        source = self.inputs.source
+        return AcceptedRecord(
+            config=name, model=source.fingerprint, model_label=source.label,
+            fingerprint=self.inputs.record_fingerprint(name),
+            steps=tuple(self.inputs.configs.get(name).params()),
+            margins_below=margins_below, failures={}, outputs=outputs)

@@ -1,0 +1,155 @@
+"""The parts behind ShrinkSession, each with a stub in place of the model: the replay of
+accepted outputs (AcceptedState), a crash remembered per config (VariantPool), the choice of
+a stored reference (StoredReferences)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shrinktests.accepted import AcceptedOutput, AcceptedRecord, prompt_key
+from shrinktests.run.cache import DiskCache
+from shrinktests.run.engine import DecodingSettings, Generation
+from shrinktests.run.inputs import SessionOptions
+from shrinktests.run.pool import VariantPool
+from shrinktests.run.replaying import AcceptedState
+from shrinktests.run.results import ConfigCrashed, ConfigRun
+from shrinktests.run.stored import StoredReferences
+from shrinktests.spec import ConfigSet, Suite, load_configs, load_suite
+
+CONFIGS = """[settings]
+reference = "base"
+[[config]]
+name = "base"
+method = "dtype"
+dtype = "float32"
+[[config]]
+name = "q"
+method = "blockwise"
+bits = 4
+"""
+SUITE = """[suite]
+name = "tiny"
+max_new_tokens = 8
+[[prompt]]
+id = "a"
+text = "Say a."
+[[prompt]]
+id = "b"
+text = "Say b."
+"""
+
+
+@dataclass
+class StubSource:
+    fingerprint: str = "model-fp"
+    label: str = "stub"
+
+
+class StubInputs:
+    """What the parts read of RunInputs, without a model or tokenizer."""
+
+    def __init__(self, options: SessionOptions) -> None:
+        self.options = options
+        self.configs: ConfigSet = options.configs
+        self.source = StubSource()
+
+    def settings(self, suite: Suite) -> DecodingSettings:
+        return DecodingSettings(max_new_tokens=suite.max_new_tokens,
+                                chat_template=suite.chat_template)
+
+    def record_fingerprint(self, name: str) -> str:
+        return self.configs.get(name).fingerprint()
+
+    def stats_key(self, name: str) -> str:
+        return name
+
+
+def _files(tmp_path: Path) -> tuple[ConfigSet, Suite]:
+    (tmp_path / "configs.toml").write_text(CONFIGS)
+    (tmp_path / "tiny.toml").write_text(SUITE)
+    return load_configs(tmp_path / "configs.toml"), load_suite(tmp_path / "tiny.toml")
+
+
+def _gen(ids: tuple[int, ...], margin: float = 0.5) -> Generation:
+    p = np.log(np.array([[0.5 + margin / 2, 0.5 - margin / 2]] * len(ids), dtype=np.float32))
+    return Generation(prompt_ids=(1, 2), token_ids=ids, text=f"live {ids}", finished=True,
+                      top_ids=np.zeros((len(ids), 2), dtype=np.int64), top_logprobs=p)
+
+
+def _options(tmp_path: Path, accepted: dict[str, AcceptedRecord] | None = None,
+             **kw: Any) -> SessionOptions:
+    configs, suite = _files(tmp_path)
+    return SessionOptions(model=None, configs=configs, suites=(suite,), cache_dir=None,
+                          threads=1, snapshot_dir=tmp_path / "snapshots",
+                          accepted=accepted or {}, **kw)
+
+
+def _record(configs: ConfigSet, suite: Suite, fingerprint: str | None = None) -> AcceptedRecord:
+    key = prompt_key((1, 2), DecodingSettings(max_new_tokens=8, chat_template=True).key())
+    return AcceptedRecord(
+        config="q", model="model-fp", model_label="stub",
+        fingerprint=fingerprint or configs.get("q").fingerprint(),
+        steps=tuple(configs.get("q").params()), margins_below=0.05, failures={"test_x": "why"},
+        outputs={"tiny.a": AcceptedOutput(key, (5, 6, 7), "accepted a", True, {1: 0.01}),
+                 "tiny.b": AcceptedOutput(key, (5, 6, 7), "accepted b", True, {})})
+
+
+def test_accepted_state_replays_a_near_tie_and_keeps_a_real_change(tmp_path: Path) -> None:
+    configs, suite = _files(tmp_path)
+    options = _options(tmp_path, {"q": _record(configs, suite)})
+    assert suite.chat_template  # the key above assumes the default
+    state = AcceptedState(StubInputs(options))  # type: ignore[arg-type]
+    live = [_gen((5, 9, 9), margin=0.5), _gen((5, 8, 8), margin=0.5)]
+    judged = state.judge("q", suite, live)
+    # a: the accepted output had a 0.01 margin at step 1, so the flip is this machine's
+    assert judged[0].text == "accepted a" and state.replays["q"]["tiny.a"].kind == "machine"
+    # b: left at a clear margin on both sides, a real change: this run's output is judged
+    assert judged[1].text == "live (5, 8, 8)" and state.replays["q"]["tiny.b"].kind == "changed"
+    assert state.failures("q") == {"test_x": "why"}
+
+
+def test_accepted_state_does_not_apply_a_record_made_for_another_config(tmp_path: Path) -> None:
+    configs, suite = _files(tmp_path)
+    options = _options(tmp_path, {"q": _record(configs, suite, fingerprint="other")})
+    state = AcceptedState(StubInputs(options))  # type: ignore[arg-type]
+    assert state.record("q") is None and state.failures("q") == {}
+    assert "recorded for another config" in state.stale_records["q"]
+    judged = state.judge("q", suite, [_gen((5, 9)), _gen((5, 9))])
+    assert [g.text for g in judged] == ["live (5, 9)"] * 2
+
+
+def test_a_new_record_holds_this_runs_outputs(tmp_path: Path) -> None:
+    configs, _ = _files(tmp_path)
+    state = AcceptedState(StubInputs(_options(tmp_path)))  # type: ignore[arg-type]
+    record = state.new_record("q", 0.05, {"tiny": [_gen((3,), 0.01), _gen((4,))]})
+    assert set(record.outputs) == {"tiny.a", "tiny.b"}
+    assert record.outputs["tiny.a"].margins == {0: pytest.approx(0.01, abs=1e-6)}
+    assert record.fingerprint == configs.get("q").fingerprint()
+
+
+def test_a_crash_is_remembered_for_that_config_only(tmp_path: Path) -> None:
+    runs: dict[str, ConfigRun] = {"q": ConfigRun()}
+    pool = VariantPool(StubInputs(_options(tmp_path)), DiskCache(None), runs)  # type: ignore[arg-type]
+    with pytest.raises(ConfigCrashed, match="config 'q' failed: ValueError: boom"), \
+            pool.guard("q"):
+        raise ValueError("boom")
+    with pytest.raises(ConfigCrashed, match="boom"):  # later use fails at once, not rebuilt
+        pool.get("q")
+    assert runs["q"].error == "ValueError: boom"
+    with pool.guard("base"):  # another config is untouched
+        pass
+
+
+def test_live_mode_never_reads_a_stored_reference(tmp_path: Path) -> None:
+    _, suite = _files(tmp_path)
+    stored = StoredReferences(StubInputs(_options(tmp_path, reference="live")))  # type: ignore[arg-type]
+    assert stored.get(suite) is None
+    auto = StoredReferences(StubInputs(_options(tmp_path)))  # type: ignore[arg-type]
+    assert auto.get(suite) is None  # no file: the baseline runs live, and the note says why
+    assert auto.notes["tiny"] == "live (no stored reference)"
+    assert auto.path(suite) == tmp_path / "snapshots" / "reference" / "tiny.safetensors"
