@@ -105,6 +105,10 @@ class TeacherForced:
     p_base: FloatArray
     p_cand: FloatArray
     base_margin: FloatArray
+    #: the candidate's own top-k token ids and log-probs per step [T, k]: where its argmax is
+    #: the baseline's token, this is what greedy generation would pick (resumed from there)
+    cand_top_ids: npt.NDArray[np.int64] | None = None
+    cand_top_logp: npt.NDArray[np.float32] | None = None
 
     @property
     def n(self) -> int:
@@ -139,6 +143,22 @@ class TeacherForced:
         return float((nll_c - nll_b).mean())
 
 
+def top_k_rows(logp: FloatArray, k: int = 5) -> tuple[npt.NDArray[np.int64],
+                                                        npt.NDArray[np.float32]]:
+    """The ``k`` largest entries of each row of [T, V] log-probs, best first, as
+    (ids [T, k], log-probs [T, k]); ties go to the lower id, as ``argmax`` does."""
+    a = np.asarray(logp)
+    k = min(k, a.shape[1]) if a.ndim == 2 and a.shape[0] else k
+    if a.ndim != 2 or not a.shape[0]:
+        return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+    part = np.argpartition(-a, k - 1, axis=-1)[:, :k] if k < a.shape[1] else np.tile(
+        np.arange(a.shape[1]), (a.shape[0], 1))
+    vals = np.take_along_axis(a, part, axis=-1)
+    order = np.lexsort((part, -vals), axis=-1)  # by value, then by the lower id
+    ids = np.take_along_axis(part, order, axis=-1).astype(np.int64)
+    return ids, np.take_along_axis(a, ids, axis=-1).astype(np.float32)
+
+
 def teacher_forced(
     base_logp: FloatArray, cand_logp: FloatArray, targets: Sequence[int]
 ) -> TeacherForced:
@@ -158,12 +178,15 @@ def teacher_forced(
         margin = np.exp(top2.max(axis=-1)) - np.exp(top2.min(axis=-1))
     else:
         margin = np.zeros(0)
+    cand_ids, cand_logp = top_k_rows(cand_logp)
     return TeacherForced(
         kl=kl_per_token(b, c),
         top1_agree=(b.argmax(axis=-1) == c.argmax(axis=-1)) if b.shape[0] else np.zeros(0, bool),
         p_base=np.exp(b[rows, idx]),
         p_cand=np.exp(c[rows, idx]),
         base_margin=margin,
+        cand_top_ids=cand_ids,
+        cand_top_logp=cand_logp,
     )
 
 

@@ -86,6 +86,30 @@ class Timings:
 
 ZERO_TIMINGS = Timings(0, 0.0, 0, 0.0)
 
+#: the KV cache a batch may hold; within it, a whole suite is one batch (up to MAX_BATCH)
+BATCH_MEMORY_BYTES = 1 << 30
+MAX_BATCH = 64
+
+
+def kv_bytes_per_token(config: dict[str, Any], dtype_bytes: int = 4) -> int:
+    """Bytes of KV cache one token takes in a decoder described by its ``config.json``."""
+    layers = int(config.get("num_hidden_layers", 1))
+    heads = int(config.get("num_attention_heads", 1))
+    kv_heads = int(config.get("num_key_value_heads") or heads)
+    head_dim = int(config.get("head_dim") or config.get("hidden_size", heads) // heads)
+    return 2 * layers * kv_heads * head_dim * dtype_bytes
+
+
+def batch_size_for(prompts: int, tokens_per_row: int, bytes_per_token: int,
+                   budget: int = BATCH_MEMORY_BYTES, most: int = MAX_BATCH) -> int:
+    """Rows per batch: as many as the KV-cache budget holds (a whole suite when it fits), then
+    evened out so the chunks are equal. It depends only on the suite and the model, never on
+    which tests ``-k`` selected, so a subset run reproduces the full run's batches."""
+    fits = max(1, budget // max(1, tokens_per_row * bytes_per_token))
+    rows = max(1, min(fits, most, prompts))
+    chunks = -(-prompts // rows)
+    return max(1, -(-prompts // chunks))
+
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, text: str, chat: bool) -> list[int]:
     """Token ids of a prompt, through the model's chat template when asked and available."""
@@ -147,19 +171,51 @@ class _FirstTokenClock:
 StepCallback = Callable[[int, int, int], None]
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """The start of a prompt's greedy output, already known: the steps where a teacher-forced
+    pass showed this model's argmax to be the baseline's token. Generation resumes after it."""
+
+    token_ids: tuple[int, ...]
+    top_ids: npt.NDArray[np.int64]  # [len, k] this model's top-k at those steps
+    top_logprobs: npt.NDArray[np.float32]
+    #: the whole output is known (the model agreed with the baseline to its end)
+    complete: bool = False
+    #: with ``complete``: the output ends on an end-of-sequence token
+    finished: bool = False
+
+
+def known_prefix(base: Generation, top_ids: npt.NDArray[np.int64] | None,
+                 top_logprobs: npt.NDArray[np.float32] | None) -> Prefix | None:
+    """The start of a model's greedy output that a teacher-forced pass over the baseline's
+    output ``base`` already shows: up to the first step where the model's argmax
+    (``top_ids[:, 0]``) is not the baseline's token, greedy generation would pick the
+    baseline's tokens. None when the pass gave no top-k (nothing is known)."""
+    if top_ids is None or top_logprobs is None or len(top_ids) != len(base.token_ids):
+        return None
+    agree = top_ids[:, 0] == np.asarray(base.token_ids, dtype=np.int64)
+    d = len(agree) if bool(agree.all()) else int(np.argmin(agree))
+    complete = d == len(agree)
+    return Prefix(tuple(base.token_ids[:d]), top_ids[:d], top_logprobs[:d], complete=complete,
+                  finished=complete and base.finished)
+
+
 def generate(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[Sequence[int]],
     settings: DecodingSettings,
     on_step: StepCallback | None = None,
+    prefixes: Sequence[Prefix | None] | None = None,
 ) -> tuple[list[Generation], Timings]:
-    """Greedy-generate a continuation for every prompt, in fixed chunks of ``batch_size``."""
+    """Greedy-generate a continuation for every prompt, in fixed chunks of ``batch_size``;
+    where ``prefixes`` gives the start of a prompt's output, only the rest is generated."""
     out: list[Generation] = []
     timings = ZERO_TIMINGS
     for start in range(0, len(prompts), settings.batch_size):
         chunk = prompts[start:start + settings.batch_size]
-        gens, t = _greedy_chunk(model, tokenizer, chunk, settings, on_step)
+        known = list(prefixes[start:start + settings.batch_size]) if prefixes else None
+        gens, t = _greedy_chunk(model, tokenizer, chunk, settings, on_step, known)
         out.extend(gens)
         timings = timings + t
     return out, timings
@@ -171,72 +227,96 @@ def _greedy_chunk(
     prompts: Sequence[Sequence[int]],
     settings: DecodingSettings,
     on_step: StepCallback | None = None,
+    prefixes: Sequence[Prefix | None] | None = None,
 ) -> tuple[list[Generation], Timings]:
     """One batch, greedy, over the model's own forward with a KV cache.
 
     The inputs of each forward are the ones ``model.generate`` builds (left padding, position
     ids from the attention mask, no mask when nothing is padded, logits of the last position
-    only), so the logits are the same. Two things differ, and make it faster and leaner: a
+    only), so the logits are the same. Three things differ, and make it faster and leaner: a
     row that stopped leaves the batch (with its KV cache rows) instead of being carried to the
-    longest answer, and each step keeps only the top-k log-probs instead of the full
-    vocabulary's logits.
+    longest answer; each step keeps only the top-k log-probs instead of the full vocabulary's
+    logits; and a row with a known prefix starts after it.
     """
     import torch
     from transformers import DynamicCache
 
-    pad_id = tokenizer.pad_token_id
-    ids, mask = _left_pad(prompts, pad_id)
-    device = _model_device(model)
-    ids, mask = ids.to(device), mask.to(device)
-    stop = sorted(_stop_ids(tokenizer, model))
-    stop_t = torch.tensor(stop, dtype=torch.long, device=device)
     k = settings.top_k
-    batch = len(prompts)
-    positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
-    attention: torch.Tensor | None = None if bool((mask == 1).all()) else mask
-    keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-    cache = DynamicCache(config=model.config)  # type: ignore[arg-type]
-    rows = torch.arange(batch, device=device)  # batch row -> prompt index
-    tokens: list[list[int]] = [[] for _ in range(batch)]
-    top_ids: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    top_logp: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    finished = [False] * batch
-    step_input, step_pos = ids, positions
+    known = list(prefixes) if prefixes else [None] * len(prompts)
+    empty = Prefix((), np.zeros((0, k), np.int64), np.zeros((0, k), np.float32))
+    pre = [p or empty for p in known]
+    tokens: list[list[int]] = [list(p.token_ids) for p in pre]
+    top_ids: list[list[Any]] = [list(p.top_ids) for p in pre]
+    top_logp: list[list[Any]] = [list(p.top_logprobs) for p in pre]
+    finished = [p.finished for p in pre]
+    live = [i for i, p in enumerate(pre)
+            if not p.complete and len(p.token_ids) < settings.max_new_tokens]
+    prompt_tokens = 0
     first_token_at: float | None = None
-    with torch.no_grad():
-        t0 = time.perf_counter()
-        for step in range(settings.max_new_tokens):
-            out = model(input_ids=step_input, attention_mask=attention, position_ids=step_pos,
-                        past_key_values=cache, use_cache=True, **keep_last)
-            logits = out.logits[:, -1].to(dtype=torch.float32)
-            top = torch.topk(logits, k=min(k, logits.shape[-1]), dim=-1)
-            logp = top.values - torch.logsumexp(logits, dim=-1, keepdim=True)
-            if step < settings.min_new_tokens and stop:
-                logits[:, stop_t] = -float("inf")
-            nxt = logits.argmax(dim=-1)
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            ended = torch.isin(nxt, stop_t) if stop else torch.zeros_like(nxt, dtype=torch.bool)
-            for j, i in enumerate(rows.tolist()):
-                tokens[i].append(int(nxt[j]))
-                top_ids[i].append(top.indices[j])
-                top_logp[i].append(logp[j])
-                finished[i] = bool(ended[j])
-            if on_step is not None:
-                on_step(int((~ended).sum()), step + 1, settings.max_new_tokens)
-            if bool(ended.all()) or step + 1 == settings.max_new_tokens:
-                break
-            if bool(ended.any()):  # finished rows leave the batch, with their cache rows
-                keep = (~ended).nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                rows, nxt, step_pos = rows[keep], nxt[keep], step_pos[keep]
+    t0 = end = time.perf_counter()
+    if live:
+        pad_id = tokenizer.pad_token_id
+        ids, mask = _left_pad([list(prompts[i]) + tokens[i] for i in live], pad_id)
+        device = _model_device(model)
+        ids, mask = ids.to(device), mask.to(device)
+        prompt_tokens = int(mask.sum())
+        stop = sorted(_stop_ids(tokenizer, model))
+        stop_t = torch.tensor(stop, dtype=torch.long, device=device)
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        attention: torch.Tensor | None = None if bool((mask == 1).all()) else mask
+        keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        cache = DynamicCache(config=model.config)  # type: ignore[arg-type]
+        rows = torch.tensor(live, device=device)  # batch row -> prompt index
+        lengths = torch.tensor([len(tokens[i]) for i in live], device=device)
+        step_input, step_pos = ids, positions
+        most = settings.max_new_tokens
+        #: per step: the prompt index of each batch row, its token, top-k ids and log-probs
+        steps: list[tuple[torch.Tensor, ...]] = []
+        with torch.no_grad():
+            t0 = time.perf_counter()
+            while True:
+                out = model(input_ids=step_input, attention_mask=attention,
+                            position_ids=step_pos, past_key_values=cache, use_cache=True,
+                            **keep_last)
+                logits = out.logits[:, -1].to(dtype=torch.float32)
+                top = torch.topk(logits, k=min(k, logits.shape[-1]), dim=-1)
+                logp = top.values - torch.logsumexp(logits, dim=-1, keepdim=True)
+                early = lengths < settings.min_new_tokens
+                if stop and bool(early.any()):
+                    logits[early.nonzero().squeeze(-1)[:, None], stop_t] = -float("inf")
+                nxt = logits.argmax(dim=-1)
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                lengths = lengths + 1
+                stopped = (torch.isin(nxt, stop_t) if stop
+                           else torch.zeros_like(nxt, dtype=torch.bool))
+                ended = stopped | (lengths >= most)
+                steps.append((rows, nxt, top.indices, logp))
+                for i, tok, stop_now in zip(rows.tolist(), nxt.tolist(), stopped.tolist(),
+                                            strict=True):
+                    tokens[i].append(tok)
+                    finished[i] = stop_now
+                if on_step is not None:
+                    on_step(int((~ended).sum()), int(lengths.max()), most)
+                if bool(ended.all()):
+                    break
+                if bool(ended.any()):  # finished rows leave the batch, with their cache rows
+                    keep = (~ended).nonzero().squeeze(-1)
+                    cache.batch_select_indices(keep)
+                    rows, nxt, step_pos = rows[keep], nxt[keep], step_pos[keep]
+                    lengths = lengths[keep]
+                    if attention is not None:
+                        attention = attention[keep]
                 if attention is not None:
-                    attention = attention[keep]
-            if attention is not None:
-                attention = torch.cat([attention, attention.new_ones((len(rows), 1))], dim=-1)
-            step_input = nxt[:, None]
-            step_pos = step_pos[:, -1:] + 1
-        end = time.perf_counter()
+                    attention = torch.cat([attention, attention.new_ones((len(rows), 1))],
+                                          dim=-1)
+                step_input = nxt[:, None]
+                step_pos = step_pos[:, -1:] + 1
+            end = time.perf_counter()
+        for step_rows, _, step_ids, step_logp in steps:  # the top-k back into rows
+            for j, i in enumerate(step_rows.tolist()):
+                top_ids[i].append(step_ids[j])
+                top_logp[i].append(step_logp[j])
     gens = []
     for i, prompt in enumerate(prompts):
         toks = tuple(tokens[i])
@@ -245,14 +325,28 @@ def _greedy_chunk(
             token_ids=toks,
             text=str(tokenizer.decode(list(toks), skip_special_tokens=True)),
             finished=finished[i],
-            top_ids=torch.stack(top_ids[i]).cpu().numpy().astype(np.int64),
-            top_logprobs=torch.stack(top_logp[i]).cpu().numpy().astype(np.float32),
+            top_ids=_stack(top_ids[i], k, np.int64),
+            top_logprobs=_stack(top_logp[i], k, np.float32),
         ))
     # prompt eval = up to the first new token (the forward over the prompts); generation
     # tok/s = new tokens / the whole loop, as for model.generate
     prompt_seconds = (first_token_at or end) - t0
-    new_tokens = sum(len(t) for t in tokens)
-    return gens, Timings(int(mask.sum()), prompt_seconds, new_tokens, end - t0)
+    new_tokens = sum(len(tokens[i]) - len(pre[i].token_ids) for i in range(len(prompts)))
+    return gens, Timings(prompt_tokens, prompt_seconds, new_tokens, end - t0)
+
+
+def _stack(steps: list[Any], k: int, dtype: type) -> Any:
+    """Per-step top-k rows (numpy rows of a prefix, then torch rows) as one [T, k] array."""
+    import torch
+
+    known = [s for s in steps if not isinstance(s, torch.Tensor)]
+    new = [s for s in steps if isinstance(s, torch.Tensor)]
+    parts = [np.asarray(known).reshape(len(known), -1)] if known else []
+    if new:
+        parts.append(torch.stack(new).cpu().numpy())
+    if not parts:
+        return np.zeros((0, k), dtype=dtype)
+    return np.concatenate(parts).astype(dtype)
 
 
 def _accepts(model: torch.nn.Module, name: str) -> bool:

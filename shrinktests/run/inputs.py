@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from shrinktests.run.cache import cache_key
-from shrinktests.run.engine import DecodingSettings, render_prompt
+from shrinktests.run.engine import (
+    DecodingSettings,
+    batch_size_for,
+    kv_bytes_per_token,
+    render_prompt,
+)
 from shrinktests.run.model import (
     ModelSource,
     default_model_source,
@@ -77,6 +82,8 @@ class RunInputs:
         self._source: ModelSource | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._torch_ready = False
+        self._settings: dict[str, DecodingSettings] = {}
+        self._prompt_ids: dict[str, list[list[int]]] = {}
 
     @property
     def source(self) -> ModelSource:
@@ -104,12 +111,23 @@ class RunInputs:
         return [Case(s, p) for s in self.options.suites for p in s.prompts]
 
     def settings(self, suite: Suite) -> DecodingSettings:
-        return DecodingSettings(max_new_tokens=suite.max_new_tokens,
-                                chat_template=suite.chat_template)
+        """A suite's decoding settings; its batch is the whole suite when the KV cache of
+        all its rows fits the engine's memory budget (fewer rows per batch otherwise)."""
+        if suite.name not in self._settings:
+            longest = max((len(ids) for ids in self.prompt_ids(suite)), default=0)
+            config = json.loads((self.source.path / "config.json").read_text())
+            batch = batch_size_for(len(suite.prompts), longest + suite.max_new_tokens,
+                                   kv_bytes_per_token(config.get("text_config", config)))
+            self._settings[suite.name] = DecodingSettings(
+                max_new_tokens=suite.max_new_tokens, chat_template=suite.chat_template,
+                batch_size=batch)
+        return self._settings[suite.name]
 
     def prompt_ids(self, suite: Suite) -> list[list[int]]:
-        chat = self.settings(suite).chat_template
-        return [render_prompt(self.tokenizer, p.text, chat) for p in suite.prompts]
+        if suite.name not in self._prompt_ids:
+            self._prompt_ids[suite.name] = [
+                render_prompt(self.tokenizer, p.text, suite.chat_template) for p in suite.prompts]
+        return self._prompt_ids[suite.name]
 
     def calibration(self) -> list[list[int]]:
         """Token ids of every prompt of the selected suites, for activation-aware methods."""

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from shrinktests.judging.metrics import FloatArray, TeacherForced
+from shrinktests.judging.metrics import FloatArray, TeacherForced, top_k_rows
 from shrinktests.run.cache import atomic_writer
 
 FORMAT = "2"  # k and mass come from [settings] reference_top_k / reference_mass
@@ -130,12 +130,15 @@ def teacher_forced_stored(ref: PromptReference, cand_logp: FloatArray) -> Teache
         margin[i] = float(p[0] - (p[1] if len(p) > 1 else p_rest))
         top1[i] = int(sid[0])
     targets = np.asarray(ref.token_ids, dtype=np.int64)
+    cand_ids, cand_logp = top_k_rows(cand_logp)
     return TeacherForced(
         kl=kl,
         top1_agree=c.argmax(axis=-1) == top1 if t else np.zeros(0, bool),
         p_base=p_base,
         p_cand=np.exp(c[np.arange(t), targets]) if t else np.zeros(0),
         base_margin=margin,
+        cand_top_ids=cand_ids,
+        cand_top_logp=cand_logp,
     )
 
 

@@ -28,9 +28,11 @@ from shrinktests.run.cache import DiskCache, cache_key
 from shrinktests.run.engine import (
     DecodingSettings,
     Generation,
+    Prefix,
     Timings,
     continuation_logprobs,
     generate,
+    known_prefix,
 )
 from shrinktests.run.inputs import Case, RunInputs, SessionOptions
 from shrinktests.run.model import ModelSource
@@ -275,10 +277,15 @@ class ShrinkSession:
             if stored is not None:
                 self._generations[mem] = stored_generations(stored)
         if mem not in self._generations:
+            resume = name != self.reference.name
             key = self.inputs.generation_key(name, suite)
+            if resume:  # the output depends on the baseline's too: resumed after its prefix
+                key = cache_key("generation", {"own": key,
+                                               "resumed": self._tf_key(name, suite)})
             cached = self.cache.get("generation", key)
             self.runs[name].cached_timings |= cached is not None
             if cached is None:
+                prefixes = self._prefixes(name, suite) if resume else None
                 model = self.variant(name).model
                 prompts = self.inputs.prompt_ids(suite)
 
@@ -288,7 +295,8 @@ class ShrinkSession:
 
                 with self.guard(name), self.clock("generate"):
                     gens, timings = generate(model, self.tokenizer, prompts,
-                                             self.settings(suite), on_step=step)
+                                             self.settings(suite), on_step=step,
+                                             prefixes=prefixes)
                 self.progress.clear()
                 self.generate_calls += 1
                 cached = (gens, timings)
@@ -298,7 +306,28 @@ class ShrinkSession:
             self.runs[name].timings = self.runs[name].timings + timings
         return self._generations[mem]
 
+    def _prefixes(self, name: str, suite: Suite) -> list[Prefix | None]:
+        """Where config ``name``'s greedy output is already known: the teacher-forced pass
+        over the baseline's continuation gives the config's argmax at every step, and up to
+        the first step where that is not the baseline's token, greedy generation would
+        reproduce the baseline's tokens. Generation resumes there (good configs part after
+        5-70 tokens), at the cost of one prefill over the prefix."""
+        base = self.generations(self.reference.name, suite)
+        return [known_prefix(g, tf.cand_top_ids, tf.cand_top_logp)
+                for g, tf in zip(base, self.teacher_forced(name, suite), strict=True)]
+
     # ------------------------------------------------------------------ teacher-forced
+
+    def _tf_key(self, name: str, suite: Suite) -> str:
+        stored = self.stored_reference(suite)
+        return cache_key("teacher-forced", {
+            "gen": self.inputs.generation_key(self.reference.name, suite),
+            "config": self.inputs.config_fp(name),
+            "model": self.source.fingerprint,
+            "reference": f"stored:{stored.header['k']}" if stored else "live",
+            "numerics": self.numerics(),
+            "candidate_top_k": 5,
+        })
 
     def teacher_forced(self, name: str, suite: Suite) -> list[TeacherForced]:
         """Per-token comparison with the baseline on the baseline's own continuations."""
@@ -306,13 +335,7 @@ class ShrinkSession:
         if mem not in self._tf:
             base = self.generations(self.reference.name, suite)
             stored = self.stored_reference(suite)
-            key = cache_key("teacher-forced", {
-                "gen": self.inputs.generation_key(self.reference.name, suite),
-                "config": self.inputs.config_fp(name),
-                "model": self.source.fingerprint,
-                "reference": f"stored:{stored.header['k']}" if stored else "live",
-                "numerics": self.numerics(),
-            })
+            key = self._tf_key(name, suite)
             cached = self.cache.get("teacher-forced", key)
             if cached is None and stored is not None:
                 cached = self._teacher_forced_stored(name, stored)

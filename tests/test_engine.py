@@ -1,0 +1,117 @@
+"""The greedy engine against transformers' own ``model.generate`` on the default model.
+
+The engine runs its own loop (finished rows leave the batch, top-k kept per step) over the
+inputs ``generate`` would build, so it must give the same tokens; where it does not, the two
+must part at a near-tie, which the failure names. Also: a forced token count, progress
+callbacks, and a batch in which rows stop at very different steps.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shrinktests.run.engine import DecodingSettings, generate, generate_reference, render_prompt
+from shrinktests.spec import load_suite
+
+ROOT = Path(__file__).resolve().parent.parent
+#: a parting of the ways below this top-1/top-2 margin is float rounding, not a bug
+NEAR_TIE = 0.02
+
+
+@pytest.fixture(scope="module")
+def default_model(model_cache: Path) -> tuple[Any, Any]:
+    from shrinktests.run.model import (
+        default_model_source,
+        load_model,
+        load_tokenizer,
+        set_determinism,
+    )
+
+    set_determinism(2)
+    source = default_model_source()
+    model, _ = load_model(source)
+    return model, load_tokenizer(source)
+
+
+def _prompts(tok: Any, suite_name: str) -> tuple[list[list[int]], DecodingSettings]:
+    suite = load_suite(ROOT / "suites" / f"{suite_name}.toml")
+    prompts = [render_prompt(tok, p.text, suite.chat_template) for p in suite.prompts]
+    return prompts, DecodingSettings(max_new_tokens=suite.max_new_tokens,
+                                     chat_template=suite.chat_template)
+
+
+@pytest.mark.parametrize("suite_name", ["calibration", "continuation"])
+def test_the_engine_gives_model_generates_tokens(default_model: tuple[Any, Any],
+                                                 suite_name: str) -> None:
+    model, tok = default_model
+    prompts, settings = _prompts(tok, suite_name)
+    steps: list[tuple[int, int, int]] = []
+    mine, timings = generate(model, tok, prompts, settings,
+                             on_step=lambda *a: steps.append(a))
+    ref, _ = generate_reference(model, tok, prompts, settings)
+    for i, (a, b) in enumerate(zip(mine, ref, strict=True)):
+        if a.token_ids == b.token_ids:
+            assert a.finished == b.finished and a.text == b.text
+            np.testing.assert_array_equal(a.top_ids[:, 0], b.top_ids[:, 0])
+            np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-3)
+            continue
+        step = next(j for j, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False))
+                    if x != y)
+        margin = min(a.margin(step), b.margin(step))
+        assert margin < NEAR_TIE, (f"prompt {i}: the engine leaves generate's output at token "
+                                   f"{step}, where the margin is {margin:.4f} (not a near-tie)")
+    assert timings.new_tokens == sum(len(g.token_ids) for g in mine)
+    # rows that stopped leave the batch: the running count falls, and the last step is the
+    # longest answer's
+    assert steps[0][0] <= len(prompts) and steps[-1][1] == max(len(g.token_ids) for g in mine)
+    assert all(later[0] <= earlier[0] for earlier, later in pairwise(steps))
+
+
+def test_a_forced_token_count_is_generated_exactly(default_model: tuple[Any, Any]) -> None:
+    model, tok = default_model
+    prompts, _ = _prompts(tok, "calibration")
+    settings = DecodingSettings(max_new_tokens=12, min_new_tokens=12, chat_template=True)
+    gens, timings = generate(model, tok, prompts[:3], settings)
+    assert [len(g.token_ids) for g in gens] == [12, 12, 12]
+    assert timings.new_tokens == 36 and timings.generate_tps > 0
+    assert all(g.top_logprobs.shape == (12, 5) for g in gens)
+
+
+def test_generation_resumed_after_the_known_prefix_equals_the_full_one(
+    default_model: tuple[Any, Any],
+) -> None:
+    """A bfloat16 copy against the fp32 baseline: the teacher-forced pass over the baseline's
+    outputs gives where the copy's greedy output must part from them; generating only from
+    there gives the copy's full greedy output (or parts from it at a named near-tie)."""
+    import copy
+
+    import torch
+
+    from shrinktests.judging.metrics import top_k_rows
+    from shrinktests.run.engine import continuation_logprobs, known_prefix
+
+    model, tok = default_model
+    prompts, settings = _prompts(tok, "calibration")
+    cand = copy.deepcopy(model).to(torch.bfloat16)
+    base, _ = generate(model, tok, prompts, settings)
+    full, _ = generate(cand, tok, prompts, settings)
+    logps = continuation_logprobs(cand, tok.pad_token_id, prompts, [g.token_ids for g in base])
+    prefixes = [known_prefix(g, *top_k_rows(lp)) for g, lp in zip(base, logps, strict=True)]
+    resumed, timings = generate(cand, tok, prompts, settings, prefixes=prefixes)
+    known = sum(len(p.token_ids) for p in prefixes if p is not None)
+    assert known > 0 and timings.new_tokens == sum(len(g.token_ids) for g in resumed) - known
+    for i, (a, b) in enumerate(zip(resumed, full, strict=True)):
+        if a.token_ids == b.token_ids:
+            assert a.finished == b.finished
+            np.testing.assert_array_equal(a.top_ids[:, 0], b.top_ids[:, 0])
+            continue
+        step = next(j for j, (x, y) in enumerate(zip(a.token_ids, b.token_ids, strict=False))
+                    if x != y)
+        margin = min(a.margin(step), b.margin(step))
+        assert margin < NEAR_TIE, (f"prompt {i}: the resumed output leaves the full one at "
+                                   f"token {step}, margin {margin:.4f} (not a near-tie)")
