@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shrinktests.run.engine import DecodingSettings, generate, generate_reference, render_prompt
 from shrinktests.spec import load_suite
@@ -115,3 +117,26 @@ def test_generation_resumed_after_the_known_prefix_equals_the_full_one(
         margin = min(a.margin(step), b.margin(step))
         assert margin < NEAR_TIE, (f"prompt {i}: the resumed output leaves the full one at "
                                    f"token {step}, margin {margin:.4f} (not a near-tie)")
+
+
+@given(st.integers(1, 300), st.integers(1, 4096), st.integers(1, 1 << 20),
+       st.integers(1 << 16, 1 << 32))
+def test_batches_are_even_and_fit_the_budget(prompts: int, tokens: int, per_token: int,
+                                             budget: int) -> None:
+    from shrinktests.run.engine import MAX_BATCH, batch_size_for
+
+    rows = batch_size_for(prompts, tokens, per_token, budget)
+    assert 1 <= rows <= min(prompts, MAX_BATCH)
+    assert rows == 1 or rows * tokens * per_token <= budget
+    chunks = -(-prompts // rows)
+    assert chunks * rows - prompts < chunks  # chunks differ by at most one row
+
+
+def test_the_default_model_takes_a_whole_suite_per_batch() -> None:
+    from shrinktests.run.engine import batch_size_for, kv_bytes_per_token
+
+    smol = {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+            "hidden_size": 576}
+    assert kv_bytes_per_token(smol) == 2 * 30 * 3 * 64 * 4
+    assert batch_size_for(30, 200 + 128, kv_bytes_per_token(smol)) == 30
+    assert batch_size_for(100, 200 + 128, kv_bytes_per_token(smol)) == 50  # two even chunks

@@ -7,6 +7,7 @@ an off-by-one or a swapped argument here silently moves every verdict of the sui
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from shrinktests.judging.metrics import (
     seq_rep_n,
     teacher_forced,
     token_agreement,
+    top_k_rows,
     top_margin,
 )
 
@@ -367,3 +369,19 @@ def test_top_margin_worked_example() -> None:
     assert top_margin(_logp([0.5, 0.3, 0.2])) == pytest.approx(0.2)
     assert top_margin(_logp([0.25, 0.25, 0.5])) == pytest.approx(0.25)
     assert top_margin(np.zeros(1)) == 1.0
+
+
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 6), st.integers(1, 40)),
+                  elements=st.floats(-30, 0, allow_nan=False)), st.integers(1, 8))
+def test_top_k_rows_agree_with_argmax_and_a_full_sort(logp: np.ndarray, k: int) -> None:
+    """Best first, ties to the lower id (as argmax breaks them, so the top-1 is what greedy
+    generation picks)."""
+    ids, vals = top_k_rows(logp, k)
+    k = min(k, logp.shape[1])
+    assert ids.shape == vals.shape == (logp.shape[0], k)
+    np.testing.assert_array_equal(ids[:, 0], logp.argmax(axis=-1))
+    expect = np.sort(logp, axis=-1)[:, ::-1][:, :k].astype(np.float32)
+    np.testing.assert_array_equal(vals, expect)
+    for row, row_ids in zip(logp, ids, strict=True):
+        for a, b in pairwise(row_ids):
+            assert row[a] > row[b] or (row[a] == row[b] and a < b)
