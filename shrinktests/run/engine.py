@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -450,9 +450,26 @@ def continuation_logprobs(
     less time on the default suites, for callers that compare results only among themselves
     (the atlas); the chunking changes float rounding, so the drift tests keep the fixed order.
     """
+    out: list[npt.NDArray[np.float32]] = [np.zeros((0, 0), dtype=np.float32)] * len(prompts)
+    for i, logp in iter_continuation_logprobs(model, pad_id, prompts, continuations,
+                                              batch_size, by_length):
+        out[i] = logp
+    return out
+
+
+def iter_continuation_logprobs(
+    model: torch.nn.Module,
+    pad_id: int,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    batch_size: int = 8,
+    by_length: bool = False,
+) -> Iterator[tuple[int, npt.NDArray[np.float32]]]:
+    """:func:`continuation_logprobs` one prompt at a time, as (index, log-probs), so a caller
+    that reduces each prompt to a few figures holds one chunk of full-vocabulary log-probs,
+    not a whole suite's (hundreds of MB for a 49k vocabulary)."""
     import torch
 
-    out: list[npt.NDArray[np.float32]] = [np.zeros((0, 0), dtype=np.float32)] * len(prompts)
     device = _model_device(model)
     rows = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i])) if by_length else list(
@@ -471,9 +488,9 @@ def continuation_logprobs(
         for j, i in enumerate(chunk):
             n = len(continuations[i])
             if n == 0:
-                out[i] = np.zeros((0, logits.shape[-1]), dtype=np.float32)
+                yield i, np.zeros((0, logits.shape[-1]), dtype=np.float32)
                 continue
             # position t predicts token t+1: the continuation occupies the last n slots
             sl = logits[j, kept - n - 1: kept - 1]
-            out[i] = torch.log_softmax(sl, dim=-1).numpy()
-    return out
+            yield i, torch.log_softmax(sl, dim=-1).numpy()
+        del logits

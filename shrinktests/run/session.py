@@ -30,8 +30,8 @@ from shrinktests.run.engine import (
     Generation,
     Prefix,
     Timings,
-    continuation_logprobs,
     generate,
+    iter_continuation_logprobs,
     known_prefix,
 )
 from shrinktests.run.inputs import Case, RunInputs, SessionOptions
@@ -348,13 +348,15 @@ class ShrinkSession:
                 model = self.variant(name).model
                 self.progress.status(f"{name}: teacher-forced scoring of {suite.name} "
                                      "against the live baseline")
-                with self.clock("teacher-forced"):
-                    base_lp = continuation_logprobs(base_model, pad, prompts, conts)
-                    with self.guard(name):
-                        cand_lp = continuation_logprobs(model, pad, prompts, conts)
+                with self.clock("teacher-forced"), self.guard(name):
+                    # prompt by prompt, both models in step: one chunk of full-vocabulary
+                    # log-probs per model in memory, not the suite's
+                    pairs = zip(iter_continuation_logprobs(base_model, pad, prompts, conts),
+                                iter_continuation_logprobs(model, pad, prompts, conts),
+                                strict=True)
+                    cached = [teacher_forced(b, c, base[i].token_ids)
+                              for (i, b), (_, c) in pairs]
                 self.progress.clear()
-                cached = [teacher_forced(b, c, g.token_ids)
-                          for b, c, g in zip(base_lp, cand_lp, base, strict=True)]
                 self.cache.put("teacher-forced", key, cached)
             self._tf[mem] = cached
         return self._tf[mem]
@@ -365,12 +367,13 @@ class ShrinkSession:
         model = self.variant(name).model
         self.progress.status(f"{name}: teacher-forced scoring against the stored reference")
         with self.guard(name), self.clock("teacher-forced"):
-            cand_lp = continuation_logprobs(
-                model, self.tokenizer.pad_token_id,
-                [p.prompt_ids for p in stored.prompts], [p.token_ids for p in stored.prompts])
+            out = [teacher_forced_stored(stored.prompts[i], lp)
+                   for i, lp in iter_continuation_logprobs(
+                       model, self.tokenizer.pad_token_id,
+                       [p.prompt_ids for p in stored.prompts],
+                       [p.token_ids for p in stored.prompts])]
         self.progress.clear()
-        return [teacher_forced_stored(p, lp) for p, lp in zip(stored.prompts, cand_lp,
-                                                              strict=True)]
+        return out
 
     # ------------------------------------------------------------------ judgements
 
