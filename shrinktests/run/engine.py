@@ -212,12 +212,23 @@ def generate(
 ) -> tuple[list[Generation], Timings]:
     """Greedy-generate a continuation for every prompt, in fixed chunks of ``batch_size``;
     where ``prefixes`` gives the start of a prompt's output, only the rest is generated."""
+    def run(start: int, chunk: Sequence[Sequence[int]]) -> tuple[list[Generation], Timings]:
+        known = list(prefixes[start:start + len(chunk)]) if prefixes else None
+        return _greedy_chunk(model, tokenizer, chunk, settings, on_step, known)
+
+    return _in_chunks(prompts, settings.batch_size, run)
+
+
+def _in_chunks(
+    prompts: Sequence[Sequence[int]],
+    batch_size: int,
+    run: Callable[[int, Sequence[Sequence[int]]], tuple[list[Generation], Timings]],
+) -> tuple[list[Generation], Timings]:
+    """``run(start, chunk)`` over the fixed chunks of a suite; outputs in prompt order."""
     out: list[Generation] = []
     timings = ZERO_TIMINGS
-    for start in range(0, len(prompts), settings.batch_size):
-        chunk = prompts[start:start + settings.batch_size]
-        known = list(prefixes[start:start + settings.batch_size]) if prefixes else None
-        gens, t = _greedy_chunk(model, tokenizer, chunk, settings, on_step, known)
+    for start in range(0, len(prompts), batch_size):
+        gens, t = run(start, prompts[start:start + batch_size])
         out.extend(gens)
         timings = timings + t
     return out, timings
@@ -363,14 +374,8 @@ def generate_reference(
 ) -> tuple[list[Generation], Timings]:
     """The same chunks through transformers' ``model.generate`` (every row runs to the
     longest, full-vocabulary logits kept): what the engine is checked and timed against."""
-    out: list[Generation] = []
-    timings = ZERO_TIMINGS
-    for start in range(0, len(prompts), settings.batch_size):
-        chunk = prompts[start:start + settings.batch_size]
-        gens, t = _generate_chunk(model, tokenizer, chunk, settings)
-        out.extend(gens)
-        timings = timings + t
-    return out, timings
+    return _in_chunks(prompts, settings.batch_size,
+                      lambda _, chunk: _generate_chunk(model, tokenizer, chunk, settings))
 
 
 def _generate_chunk(
