@@ -163,6 +163,23 @@ def load_suite(path: Path) -> Suite:
 Expectation = Literal["passes", "breaks"]
 
 
+ArtifactKind = Literal["checkpoint", "gguf"]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A compressed model that already exists, tested as it is: a Hugging Face folder
+    (``checkpoint``: whatever its ``quantization_config`` says, or a model with fewer layers)
+    or a GGUF file (``gguf``: dequantized at load, so llama.cpp's weight rounding, not its
+    runtime arithmetic)."""
+
+    kind: ArtifactKind
+    path: Path
+
+    def params(self) -> dict[str, Any]:
+        return {self.kind: str(self.path)}
+
+
 @dataclass(frozen=True)
 class CompressionConfig:
     """A named pipeline of compression steps, with its budgets and expected outcome."""
@@ -178,8 +195,12 @@ class CompressionConfig:
     #: this config's own ``replay_epsilon`` (None: the one in ``[settings]``), for a method
     #: that amplifies rounding differences (dynamic activation quantization)
     replay_epsilon: float | None = None
+    #: a released model to load as the candidate instead of compressing the baseline
+    artifact: Artifact | None = None
 
     def params(self) -> list[dict[str, Any]]:
+        if self.artifact is not None:
+            return [self.artifact.params()]
         return [s.params() for s in self.steps]
 
     @property
@@ -280,7 +301,8 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures",
-                "replay_epsilon"}
+                "replay_epsilon", "checkpoint", "gguf"}
+_ARTIFACT_KEYS = ("checkpoint", "gguf")
 _SETTINGS_KEYS = {f.name for f in fields(Settings)}
 
 
@@ -331,7 +353,10 @@ def load_configs(path: Path) -> ConfigSet:
             raise SpecError(path, entry, "name", "duplicate config name")
         # one step is written inline (method = "...", its parameters beside it); several as steps
         inline = {k: v for k, v in raw.items() if k not in _CONFIG_KEYS}
-        if "steps" in raw:
+        artifact = _artifact(path, entry, raw, inline)
+        if artifact is not None:
+            step_specs = []
+        elif "steps" in raw:
             _unknown(path, entry, raw, _CONFIG_KEYS)
             raw_steps = _typed(path, entry, "steps", raw["steps"], list, "a list of tables")
             if not raw_steps:
@@ -341,7 +366,9 @@ def load_configs(path: Path) -> ConfigSet:
             step_specs = [inline]
         else:
             raise SpecError(path, entry, "method",
-                            "give method = \"...\" (one step) or steps = [{method = ...}, ...]")
+                            "give method = \"...\" (one step) or steps = [{method = ...}, ...], "
+                            "or test a released model: checkpoint = \"folder\" or "
+                            "gguf = \"file.gguf\"")
         steps = []
         for j, spec in enumerate(step_specs):
             prefix = f"steps[{j}]." if "steps" in raw else ""
@@ -383,7 +410,8 @@ def load_configs(path: Path) -> ConfigSet:
                                 or not 0 <= own < 1):
             raise SpecError(path, entry, "replay_epsilon", f"must be in [0, 1), got {own!r}")
         configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
-                                         tuple(known), None if own is None else float(own)))
+                                         tuple(known), None if own is None else float(own),
+                                         artifact))
     reference = settings.reference or configs[0].name
     if reference not in [c.name for c in configs]:
         raise SpecError(path, "[settings]", "reference",
@@ -407,6 +435,33 @@ def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[
     if not paths:
         raise SpecError(configs_path, "", "", "no suite files beside this configs file")
     return paths
+
+
+def _artifact(path: Path, entry: str, raw: Mapping[str, Any],
+              inline: Mapping[str, Any]) -> Artifact | None:
+    """``checkpoint = "folder"`` or ``gguf = "file.gguf"``, resolved against the configs
+    file's folder; such a config loads the artifact as it is, so it has no steps."""
+    given = [k for k in _ARTIFACT_KEYS if k in raw]
+    if not given:
+        return None
+    kind = given[0]
+    if len(given) > 1:
+        raise SpecError(path, entry, kind, "give checkpoint or gguf, not both")
+    extra = sorted({*inline, *({"steps"} & set(raw))})
+    if extra:
+        raise SpecError(path, entry, extra[0],
+                        f"a {kind} config tests the artifact as it is: no method, steps or "
+                        "method parameters beside it")
+    value = _typed(path, entry, kind, raw[kind], str, "a path (relative to this file)")
+    where = (path.parent / value).expanduser().resolve()
+    if kind == "checkpoint":
+        if not (where / "config.json").is_file():
+            raise SpecError(path, entry, kind,
+                            f"{where}: no such model folder (a Hugging Face folder with "
+                            "config.json, as save_pretrained writes it)")
+    elif not where.is_file() or where.suffix != ".gguf":
+        raise SpecError(path, entry, kind, f"{where}: no such .gguf file")
+    return Artifact(kind, where)  # type: ignore[arg-type]
 
 
 def _atlas_budgets(path: Path, atlas: AtlasSettings | None) -> tuple[Budget, ...]:

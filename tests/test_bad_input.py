@@ -128,8 +128,8 @@ BAD: list[tuple[str, str, str, str | None, tuple[str, ...], str]] = [
      "configs.toml, [settings], field 'referense': unknown key (did you mean 'reference'?)"),
     ("config-key-typo", CONFIGS.replace('"bfloat16"', '"bfloat16"\nexpected = "breaks"'), SUITE,
      LLAMA, (), "config 'bf16', field 'expected': unknown key (did you mean 'expect'?); config "
-     "keys: budgets, description, expect, known_failures, name, replay_epsilon; method "
-     "parameters: dtype"),
+     "keys: budgets, checkpoint, description, expect, gguf, known_failures, name, "
+     "replay_epsilon; method parameters: dtype"),
     ("wrong-type", CONFIGS, SUITE.replace("max_new_tokens = 8", 'max_new_tokens = "8"'),
      LLAMA, (), "tiny.toml, [suite], field 'max_new_tokens': must be an integer, got '8'"),
     ("duplicate-id", CONFIGS, SUITE + '\n[[prompt]]\nid = "hello"\ntext = "Hi."\n', LLAMA, (),

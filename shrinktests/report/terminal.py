@@ -156,6 +156,10 @@ def _timeline(session: ShrinkSession, name: str) -> list[list[Any]]:
 def describe_details(details: dict[str, Any]) -> str:
     """One line of the method-specific figures a config recorded (pruning, rules, EoRA)."""
     parts = []
+    if a := details.get("artifact"):
+        parts.append(f"{a['kind']} {a['path']}: {a['on_disk'] / 1e6:.1f} MB on disk, layers "
+                     f"{a['layers']} (baseline {a['baseline_layers']}), params "
+                     f"{a['params'] / 1e6:.1f}M (baseline {a['baseline_params'] / 1e6:.1f}M)")
     if p := details.get("pruning"):
         parts.append(f"layers {p['layers_before']}→{p['layers_after']}, params "
                      f"{p['params_before'] / 1e6:.1f}M→{p['params_after'] / 1e6:.1f}M "

@@ -24,6 +24,7 @@ from shrinktests.run.engine import (
 from shrinktests.run.model import (
     ModelSource,
     default_model_source,
+    gguf_model_source,
     load_tokenizer,
     local_model_source,
     set_determinism,
@@ -83,6 +84,7 @@ class RunInputs:
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._torch_ready = False
         self._settings: dict[str, DecodingSettings] = {}
+        self._artifacts: dict[str, ModelSource] = {}
         self._prompt_ids: dict[str, list[list[int]]] = {}
 
     @property
@@ -100,6 +102,20 @@ class RunInputs:
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.source)
         return self._tokenizer
+
+    def artifact_source(self, name: str) -> ModelSource | None:
+        """The model folder of a ``checkpoint``/``gguf`` config (a GGUF converted once into
+        the cache), with the fingerprint of its files; None for a config with steps."""
+        artifact = self.configs.get(name).artifact
+        if artifact is None:
+            return None
+        if name not in self._artifacts:
+            self.ensure_torch()
+            cache = self.options.cache_dir
+            self._artifacts[name] = (local_model_source(artifact.path, cache)
+                                     if artifact.kind == "checkpoint"
+                                     else gguf_model_source(artifact.path, cache))
+        return self._artifacts[name]
 
     def ensure_torch(self) -> None:
         """Fixed seeds and thread count, set once before the first forward pass."""
@@ -145,6 +161,9 @@ class RunInputs:
         """The config's fingerprint, plus the calibration prompts where its steps use them
         (a changed suite then changes that config's results instead of reusing stale ones)."""
         config = self.configs.get(name)
+        if (artifact := self.artifact_source(name)) is not None:  # the files, not the path
+            return cache_key("artifact", {"config": config.fingerprint(),
+                                          "files": artifact.fingerprint})
         if not config.uses_calibration:
             return config.fingerprint()
         return cache_key("calibrated", {"config": config.fingerprint(),
@@ -154,6 +173,9 @@ class RunInputs:
         """What an accepted record must have been made for: the config's steps, plus the
         calibration prompts when its steps use them (unlike the cache key, not the version)."""
         config = self.configs.get(name)
+        if (artifact := self.artifact_source(name)) is not None:
+            blob = json.dumps({"config": config.fingerprint(), "files": artifact.fingerprint})
+            return hashlib.sha256(blob.encode()).hexdigest()[:16]
         if not config.uses_calibration:
             return config.fingerprint()
         blob = json.dumps({"config": config.fingerprint(), "calibration": self.calibration()})

@@ -102,13 +102,20 @@ def default_model_converted(cache: Path | None = None) -> bool:
 
 def default_model_source(cache: Path | None = None) -> ModelSource:
     """The embedded SmolLM2-135M-Instruct, converted once to safetensors in the cache."""
+    return gguf_model_source(default_gguf(), cache, "smollm2-135m-instruct",
+                             "SmolLM2-135M-Instruct(Q4_1 GGUF)")
+
+
+def gguf_model_source(gguf: Path, cache: Path | None = None, stem: str | None = None,
+                      label: str | None = None) -> ModelSource:
+    """A GGUF file, dequantized once into a safetensors folder in the cache (keyed by the
+    file's hash): transformers reads llama.cpp's rounded weights, not its runtime kernels."""
     cache = cache or cache_root()
-    gguf = default_gguf()
     digest = _cached_sha(gguf, cache)
-    folder = cache / "models" / f"smollm2-135m-instruct-{digest[:16]}"
+    folder = cache / "models" / f"{stem or gguf.stem.lower()}-{digest[:16]}"
     if not (folder / "config.json").exists():
         _convert_gguf(gguf, folder)
-    return ModelSource(folder, "SmolLM2-135M-Instruct(Q4_1 GGUF)", digest[:16])
+    return ModelSource(folder, label or gguf.name, digest[:16])
 
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
@@ -195,6 +202,30 @@ def local_model_source(path: Path, cache: Path | None = None) -> ModelSource:
         if f.is_file() and f.suffix in _WEIGHT_SUFFIXES:
             h.update(f"{f.name}:{_cached_sha(f, cache)}\n".encode())
     return ModelSource(path, path.name, h.hexdigest()[:16])
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The files of a model folder that hold its weights (what its size on disk counts)."""
+    return sorted(f for f in folder.iterdir()
+                  if f.is_file() and f.suffix in (".safetensors", ".bin", ".pt"))
+
+
+def stored_param_count(source: ModelSource) -> int | None:
+    """Parameters in the source's safetensors files, read from their headers (no weights are
+    loaded): the uncompressed count that bits per weight divide by, without building the
+    baseline. None for a folder without safetensors."""
+    import math
+
+    from safetensors import safe_open
+
+    files = sorted(source.path.glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            total += sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118
+    return total
 
 
 def set_determinism(threads: int, seed: int = 0) -> None:

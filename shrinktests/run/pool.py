@@ -15,9 +15,15 @@ from typing import NoReturn
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
+from shrinktests.run.model import stored_param_count
 from shrinktests.run.progress import PhaseClock, Progress
 from shrinktests.run.results import ConfigCrashed, ConfigRun
-from shrinktests.run.variant import Variant, VariantStats, build_variant
+from shrinktests.run.variant import (
+    Variant,
+    VariantStats,
+    build_artifact_variant,
+    build_variant,
+)
 
 
 class VariantPool:
@@ -32,6 +38,7 @@ class VariantPool:
         self.reference = inputs.configs.reference
         self._variants: dict[str, Variant] = {}
         self._failed: dict[str, BaseException] = {}
+        self._reference_params: int | None = None
 
     def get(self, name: str) -> Variant:
         """The compressed model for ``name``, built on first use; failures are remembered."""
@@ -39,14 +46,24 @@ class VariantPool:
             self._raise_failure(name)
         if name not in self._variants:
             config = self.inputs.configs.get(name)
-            ref_params = None if name == self.reference else self.stats(self.reference).params
-            steps = " + ".join(step.name for step in config.steps)
-            self.progress.status(f"{name}: loading the model and compressing it ({steps})")
+            ref_params = None if name == self.reference else self.reference_params()
+            if config.artifact is not None:
+                what = f"loading {config.artifact.kind} {config.artifact.path.name}"
+            else:
+                steps = " + ".join(step.name for step in config.steps)
+                what = f"loading the model and compressing it ({steps})"
+            self.progress.status(f"{name}: {what}")
             with self.guard(name):
                 self.inputs.ensure_torch()
-                calibration = self.inputs.calibration() if config.uses_calibration else []
-                self._variants[name] = build_variant(self.inputs.source, config, ref_params,
-                                                     calibration)
+                artifact = self.inputs.artifact_source(name)
+                if artifact is not None:
+                    self._variants[name] = build_artifact_variant(
+                        self.inputs.source, artifact, config, ref_params,
+                        self.inputs.tokenizer.get_vocab())
+                else:
+                    calibration = self.inputs.calibration() if config.uses_calibration else []
+                    self._variants[name] = build_variant(self.inputs.source, config,
+                                                         ref_params, calibration)
             self.progress.clear()
             built = self._variants[name].stats
             self.clock.add("load", built.load_seconds)
@@ -54,6 +71,15 @@ class VariantPool:
             self.cache.put("stats", self.inputs.stats_key(name), self._variants[name].stats)
             self.runs[name].stats = self._variants[name].stats
         return self._variants[name]
+
+    def reference_params(self) -> int:
+        """The uncompressed parameter count (bits per weight divide by it): from the source's
+        safetensors headers, so a gate against the stored reference never builds the
+        baseline just to count its weights; else from the reference config's own figures."""
+        if self._reference_params is None:
+            self._reference_params = (stored_param_count(self.inputs.source)
+                                      or self.stats(self.reference).params)
+        return self._reference_params
 
     @contextmanager
     def guard(self, name: str) -> Iterator[None]:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from shrinktests.compression.base import TensorError
 from shrinktests.compression.context import StepContext, safetensors_lookup
 from shrinktests.compression.measure import model_bytes, tensor_errors
-from shrinktests.run.model import ModelSource, load_model
+from shrinktests.run.model import ModelSource, load_model, load_tokenizer, weight_files
 from shrinktests.spec import CompressionConfig
 
 if TYPE_CHECKING:
@@ -90,3 +90,52 @@ def build_variant(
         details=ctx.stats,
     )
     return Variant(config, model, stats)
+
+
+def build_artifact_variant(
+    base: ModelSource,
+    artifact: ModelSource,
+    config: CompressionConfig,
+    reference_params: int | None,
+    base_vocab: dict[str, int],
+) -> Variant:
+    """Load a ``checkpoint``/``gguf`` config's model as it is. Its figures come from the
+    artifact: size on disk (what ships), bits per weight against the baseline's parameter
+    count, layers and parameters beside the baseline's. Its tokenizer must be the baseline's,
+    or the comparison would feed it other token ids; reconstruction errors are measured only
+    when the layers line up with the baseline's."""
+    import json
+
+    from shrinktests.schema import ConfigError
+
+    assert config.artifact is not None
+    kind = config.artifact.kind
+    vocab = load_tokenizer(artifact).get_vocab()
+    if vocab != base_vocab:
+        differ = sorted(set(vocab.items()) ^ set(base_vocab.items()), key=lambda kv: kv[1])
+        raise ConfigError(kind, f"{config.artifact.path}: its tokenizer is not the baseline's "
+                                f"({len(vocab)} vs {len(base_vocab)} tokens; first difference "
+                                f"{differ[0] if differ else '?'}): a candidate must read the "
+                                "prompts as the baseline does")
+    model, load_seconds = load_model(artifact)
+    files = ([config.artifact.path] if kind == "gguf" else weight_files(artifact.path))
+    on_disk = sum(f.stat().st_size for f in files)
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+    def layers(folder: ModelSource) -> int:
+        cfg = json.loads((folder.path / "config.json").read_text())
+        return int(cfg.get("text_config", cfg).get("num_hidden_layers", 0))
+
+    base_layers = layers(base)
+    errors: dict[str, TensorError] = {}
+    if layers(artifact) == base_layers:
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        errors = tensor_errors(model, StepContext(originals=safetensors_lookup(base.path, tied)))
+    ref = reference_params or n_params
+    return Variant(config, model, VariantStats(
+        params=n_params, bytes=on_disk, bits_per_weight=8 * on_disk / ref,
+        load_seconds=load_seconds, tensor_errors=errors,
+        details={"artifact": {"kind": kind, "path": config.artifact.path.name,
+                              "on_disk": on_disk, "layers": layers(artifact),
+                              "baseline_layers": base_layers, "params": n_params,
+                              "baseline_params": ref}}))
