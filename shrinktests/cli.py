@@ -1,7 +1,8 @@
-"""``python -m shrinktests atlas`` (also the ``shrinktests`` console script).
+"""``python -m shrinktests atlas|export`` (also the ``shrinktests`` console script).
 
 The atlas is a measurement a user runs before choosing a recipe, with a progress bar and
-files to keep; the same measurements back the ``test_atlas`` tests of a pytest run.
+files to keep; the same measurements back the ``test_atlas`` tests of a pytest run. Export
+writes a config's model as the checkpoint that ships, checked against the tested model.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.schema import ConfigError
 from shrinktests.spec import SpecError
+
+if TYPE_CHECKING:
+    from shrinktests.run.session import ShrinkSession
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +57,22 @@ def _parser() -> argparse.ArgumentParser:
     atlas.add_argument("--no-recipe", action="store_true",
                        help="measure the scopes only; do not suggest and score a recipe")
     atlas.add_argument("--top", type=int, default=10, help="scopes shown in the terminal table")
+    export = sub.add_parser(
+        "export", help="write a config's model as a Hugging Face checkpoint",
+        description="Build CONFIG as the suites test it, save it with save_pretrained, load "
+        "it back and check that it reproduces the tested model's log-probs; only then is "
+        "the folder moved to --out. The folder can be gated later as a checkpoint = ... "
+        "config.")
+    export.add_argument("config", metavar="CONFIG", help="config name in the configs file")
+    export.add_argument("--out", metavar="DIR", required=True, help="folder to write "
+                        "(must not exist)")
+    export.add_argument("--model", metavar="PATH", help="local Hugging Face causal LM folder "
+                        "(default: the embedded SmolLM2-135M-Instruct)")
+    export.add_argument("--configs", metavar="PATH", default="suites/configs.toml",
+                        help="configs file (default: %(default)s)")
+    export.add_argument("--cache", metavar="DIR", help="cache folder, or 'none'")
+    export.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+                        help="torch CPU threads (default: %(default)s)")
     return parser
 
 
@@ -61,16 +82,22 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     from shrinktests.options import OptionError
+    from shrinktests.run.export import ExportError
+    from shrinktests.run.results import ConfigCrashed
 
     args = _parser().parse_args(argv)
+    command = _export if args.command == "export" else _atlas
     try:
-        return _atlas(args)
+        return command(args)
     except OptionError as exc:
-        print(f"shrinktests atlas: --{exc.setting} {exc.problem}", file=sys.stderr)
+        print(f"shrinktests {args.command}: --{exc.setting} {exc.problem}", file=sys.stderr)
         return 2
     except (UsageError, SpecError, ConfigError, AtlasError, MethodUnavailable) as exc:
-        print(f"shrinktests atlas: {exc}", file=sys.stderr)
+        print(f"shrinktests {args.command}: {exc}", file=sys.stderr)
         return 2
+    except (ExportError, ConfigCrashed) as exc:
+        print(f"shrinktests {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 def _settings(args: argparse.Namespace, configured: AtlasSettings | None) -> AtlasSettings:
@@ -93,21 +120,46 @@ def _snapshots(configs_path: Path) -> Path:
     return beside if beside.is_dir() else Path("snapshots")
 
 
-def _atlas(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from shrinktests.atlas import report as atlas_report
-    from shrinktests.atlas.run import AtlasRun
+def _session(args: argparse.Namespace) -> ShrinkSession:
     from shrinktests.options import RunRequest, resolve
     from shrinktests.run.session import ShrinkSession
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs_path = Path(args.configs)
-    session = ShrinkSession(resolve(RunRequest(
+    return ShrinkSession(resolve(RunRequest(
         root=Path.cwd(), configs=configs_path,
-        suites=tuple(Path(p) for p in args.suite or ()),
+        suites=tuple(Path(p) for p in getattr(args, "suite", None) or ()),
         model=Path(args.model) if args.model else None, cache=args.cache,
         threads=args.threads, snapshots=_snapshots(configs_path))))
+
+
+def _export(args: argparse.Namespace) -> int:
+    from shrinktests.run.export import export_config
+
+    session = _session(args)
+    if args.config not in session.configs.names():
+        raise UsageError(f"unknown config {args.config!r}; known: "
+                         f"{', '.join(session.configs.names())}")
+    print(f"shrinktests export: building {args.config} on {session.source.describe()}",
+          file=sys.stderr)
+    done = export_config(session, args.config, Path(args.out))
+    note = ""
+    if done.on_disk > 1.2 * done.tested_bytes:
+        note = (f"; larger than the {done.tested_bytes / 1e6:.1f} MB the run measured: the "
+                "method keeps dequantized weights, which save_pretrained writes as they are")
+    print(f"wrote {done.folder}: {done.on_disk / 1e6:.1f} MB of weights; reloaded, it "
+          f"reproduces the tested log-probs on {done.checked_tokens} tokens (largest "
+          f"difference {done.max_delta:.2g}){note}")
+    return 0
+
+
+def _atlas(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from shrinktests.atlas import report as atlas_report
+    from shrinktests.atlas.run import AtlasRun
+
+    session = _session(args)
     configs = session.configs
     settings = _settings(args, configs.atlas)
     run = AtlasRun(session, settings, configs.atlas_budgets)

@@ -1,8 +1,8 @@
 """Released models as candidates: a ``checkpoint`` folder or a ``gguf`` file, gated against
-the baseline. Built in the test from the default model: an NF4 folder written with
-``save_pretrained`` (it must find what the on-the-fly ``nf4`` config finds), a folder with two
-thirds of the layers dropped, and the embedded GGUF itself (the baseline is that GGUF
-dequantized, so its KL is ~0); plus the errors of a bad artifact."""
+the baseline. Built in the test from the default model: the ``nf4`` config exported with
+``python -m shrinktests export`` (it must find what the on-the-fly ``nf4`` config finds), a
+folder with two thirds of the layers dropped, and the embedded GGUF itself (the baseline is
+that GGUF dequantized, so its KL is ~0); plus the errors of a bad artifact or export."""
 
 from __future__ import annotations
 
@@ -48,19 +48,11 @@ expect = "breaks"
 """
 
 
-def _save_nf4(folder: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+def _export(config: str, out: Path) -> int:
+    from shrinktests.cli import main
 
-    from shrinktests.run.model import default_model_source
-
-    source = default_model_source()
-    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                           bnb_4bit_compute_dtype=torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(source.path, quantization_config=q,
-                                                 dtype=torch.float32)
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(source.path).save_pretrained(folder)
+    return main(["export", config, "--out", str(out), "--configs",
+                 str(ROOT / "suites" / "configs.toml"), "--cache", "none", "--threads", "2"])
 
 
 def _save_pruned(folder: Path, keep_every: int = 3) -> None:
@@ -85,7 +77,7 @@ def _save_pruned(folder: Path, keep_every: int = 3) -> None:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Path:
     folder = tmp_path_factory.mktemp("artifacts")
-    _save_nf4(folder / "nf4")
+    assert _export("nf4", folder / "nf4") == 0  # the shipped nf4 config, as it was tested
     _save_pruned(folder / "pruned")
     return folder
 
@@ -173,3 +165,13 @@ def test_a_relative_path_resolves_against_the_configs_file(tmp_path: Path) -> No
     assert cand.artifact is not None and cand.steps == ()
     assert cand.artifact.path == (tmp_path / "models" / "cand").resolve()
     assert cand.params() == [{"checkpoint": str(cand.artifact.path)}]
+
+
+def test_export_refuses_an_existing_folder_and_an_unknown_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], model_cache: Path) -> None:
+    (tmp_path / "there").mkdir()
+    assert _export("nf4", tmp_path / "there") == 1
+    assert "there exists; remove it or choose another --out" in capsys.readouterr().err
+    assert _export("nf5", tmp_path / "new") == 2
+    err = capsys.readouterr().err
+    assert "unknown config 'nf5'; known: baseline, bf16" in err and not (tmp_path / "new").exists()
