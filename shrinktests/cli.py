@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
                        "recipe.toml (default: %(default)s)")
     atlas.add_argument("--cache", metavar="DIR", help="cache folder, or 'none' (default: "
                        "$SHRINKTESTS_CACHE or ~/.cache/shrinktests)")
+    atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
+                       "(default: %(default)s)")
     atlas.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
                        help="torch CPU threads (default: %(default)s)")
     atlas.add_argument("--no-recipe", action="store_true",
@@ -71,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--configs", metavar="PATH", default="suites/configs.toml",
                         help="configs file (default: %(default)s)")
     export.add_argument("--cache", metavar="DIR", help="cache folder, or 'none'")
+    export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
+                       "(default: %(default)s)")
     export.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
                         help="torch CPU threads (default: %(default)s)")
     return parser
@@ -130,7 +134,7 @@ def _session(args: argparse.Namespace) -> ShrinkSession:
         root=Path.cwd(), configs=configs_path,
         suites=tuple(Path(p) for p in getattr(args, "suite", None) or ()),
         model=Path(args.model) if args.model else None, cache=args.cache,
-        threads=args.threads, snapshots=_snapshots(configs_path))))
+        threads=args.threads, snapshots=_snapshots(configs_path), device=args.device)))
 
 
 def _export(args: argparse.Namespace) -> int:

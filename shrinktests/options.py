@@ -10,6 +10,7 @@ them with its own option names.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class RunRequest:
     reference: str = "auto"
     record: bool = False
     accept: bool = False
+    #: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"
+    device: str = "auto"
 
 
 def default_threads() -> int:
@@ -79,11 +82,32 @@ def resolve(request: RunRequest) -> SessionOptions:
     cache = (None if request.cache == "none" else
              Path(request.cache).expanduser() if request.cache else cache_root())
     snapshots = request.snapshots or request.root / "snapshots"
+    device = check_device(request.device)
     return SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache,
         threads=request.threads or default_threads(), snapshot_dir=snapshots,
         reference=request.reference, record=request.record,
-        accepted=accepted.load_folder(snapshots / accepted.FOLDER), accept=request.accept)
+        accepted=accepted.load_folder(snapshots / accepted.FOLDER), accept=request.accept,
+        device=device)
+
+
+def check_device(value: str) -> str:
+    """A device the models can go to. ``auto`` is decided when the first model loads (so
+    configuring a run never imports torch); an explicit ``cuda`` must exist here."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+        raise OptionError("device", f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+    if value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise OptionError("device", f"{value}: no CUDA device here (torch "
+                              f"{torch.__version__}: torch.cuda.is_available() is False); "
+                              "use cpu or auto")
+        index = int(value.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise OptionError("device", f"{value}: this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+    return value
 
 
 def _unique_names(suites: tuple[Suite, ...]) -> None:

@@ -68,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shrink-cache", metavar="DIR", default=None,
                     help="cache folder for converted models and results, or 'none' "
                          "(default: $SHRINKTESTS_CACHE or ~/.cache/shrinktests)")
+    group.addoption("--shrink-device", metavar="DEVICE", default=None,
+                    help="where models run: auto (CUDA when there is one), cpu, cuda or "
+                         "cuda:N (default: the shrink_device ini key, else auto)")
     group.addoption("--shrink-threads", metavar="N", type=positive_int, default=None,
                     help="torch CPU threads, fixed for repeatable results (default: min(4, CPUs))")
     group.addoption("--shrink-snapshots", metavar="DIR", default=None,
@@ -90,6 +93,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("shrink_configs", "default for --shrink-configs", default="")
     parser.addini("shrink_suites", "default suite files", type="linelist", default=[])
     parser.addini("shrink_snapshots", "default for --shrink-snapshots", default="")
+    parser.addini("shrink_device", "default for --shrink-device", default="auto")
 
 
 def _path(config: pytest.Config, option: str, ini: str) -> Path | None:
@@ -119,6 +123,7 @@ def _request(config: pytest.Config) -> Any:
         reference=config.getoption("shrink_reference"),
         record=bool(getattr(config.option, "update_snapshots", False)),
         accept=bool(config.getoption("shrink_accept_failures")),
+        device=config.getoption("--shrink-device") or config.getini("shrink_device") or "auto",
     )
 
 
@@ -178,7 +183,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
         f"reference {o.configs.reference}",
         f"shrinktests: suites {', '.join(s.name for s in o.suites)}; model "
         f"{o.model or 'embedded SmolLM2-135M-Instruct'}; cache {o.cache_dir or 'off'}",
-        f"shrinktests: numerics {describe(o.threads)}; accepted outputs of "
+        f"shrinktests: numerics {describe(o.threads, o.device)}; accepted outputs of "
         f"{len(o.accepted)} configs in {o.snapshot_dir / FOLDER}",
     ]
     if other := sorted(set(o.accepted) - set(o.configs.names())):

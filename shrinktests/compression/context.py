@@ -38,6 +38,8 @@ class StepContext:
     #: token ids of the calibration prompts, for activation-aware methods (may be empty)
     calibration: tuple[torch.Tensor, ...] = ()
     originals: WeightLookup = field(default=lambda name: None)
+    #: where the model is: originals are read from disk (CPU) and moved there
+    device: str = "cpu"
 
     def original_name(self, name: str) -> str:
         """The name ``name`` had in the original model (layers renumbered after dropping)."""
@@ -51,7 +53,8 @@ class StepContext:
 
     def original_weight(self, name: str) -> torch.Tensor | None:
         """The uncompressed float32 tensor of parameter ``name`` (current naming), if known."""
-        return self.originals(self.original_name(name))
+        t = self.originals(self.original_name(name))
+        return t if t is None or self.device == "cpu" else t.to(self.device)
 
 
 def state_dict_lookup(state: Mapping[str, torch.Tensor]) -> WeightLookup:

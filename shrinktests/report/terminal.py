@@ -160,6 +160,8 @@ def describe_details(details: dict[str, Any]) -> str:
         parts.append(f"{a['kind']} {a['path']}: {a['on_disk'] / 1e6:.1f} MB on disk, layers "
                      f"{a['layers']} (baseline {a['baseline_layers']}), params "
                      f"{a['params'] / 1e6:.1f}M (baseline {a['baseline_params'] / 1e6:.1f}M)")
+    if d := details.get("device"):
+        parts.append(f"on {d['name']}, peak device memory {d['peak_mb']:.0f} MB")
     if p := details.get("pruning"):
         parts.append(f"layers {p['layers_before']}→{p['layers_after']}, params "
                      f"{p['params_before'] / 1e6:.1f}M→{p['params_after'] / 1e6:.1f}M "
@@ -230,7 +232,7 @@ def summary_data(session: ShrinkSession) -> SummaryData:
         "timeline": {n: _timeline(session, n) for n in names},
         "cached_timings": any(r.cached_timings for r in session.runs.values()),
         "model": session.source.describe() if names or session.atlas_results() else "",
-        "numerics": describe_numerics(session.options.threads),
+        "numerics": describe_numerics(session.options.threads, session.options.device),
         "generate_calls": session.generate_calls,
         "hits": session.cache.hits, "misses": session.cache.misses, "workers": 1,
         "bench": session.bench_info,

@@ -57,6 +57,8 @@ class SessionOptions:
     accepted: Mapping[str, AcceptedRecord] = field(default_factory=dict)
     #: --shrink-accept-failures: judge this machine's outputs as they are, to record them
     accept: bool = False
+    #: where models run: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class RunInputs:
         self._torch_ready = False
         self._settings: dict[str, DecodingSettings] = {}
         self._artifacts: dict[str, ModelSource] = {}
+        self._device: str | None = None
         self._prompt_ids: dict[str, list[list[int]]] = {}
 
     @property
@@ -116,6 +119,18 @@ class RunInputs:
                                      if artifact.kind == "checkpoint"
                                      else gguf_model_source(artifact.path, cache))
         return self._artifacts[name]
+
+    @property
+    def device(self) -> str:
+        """The device models run on (``auto`` decided here, once torch is loaded)."""
+        if self._device is None:
+            wanted = self.options.device
+            if wanted == "auto":
+                import torch
+
+                wanted = "cuda" if torch.cuda.is_available() else "cpu"
+            self._device = wanted
+        return self._device
 
     def ensure_torch(self) -> None:
         """Fixed seeds and thread count, set once before the first forward pass."""
@@ -155,7 +170,7 @@ class RunInputs:
         """What changes the rounding here (versions, CPU kernels, threads): part of the cache
         keys of everything computed by a forward pass, so a warm cache never hides a change
         of machine or thread count."""
-        return numerics(self.options.threads)
+        return numerics(self.options.threads, self.device)
 
     def config_fp(self, name: str) -> str:
         """The config's fingerprint, plus the calibration prompts where its steps use them

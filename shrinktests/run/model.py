@@ -248,7 +248,8 @@ def load_tokenizer(source: ModelSource) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(source: ModelSource, **kwargs: Any) -> tuple[torch.nn.Module, float]:
+def load_model(source: ModelSource, device: str = "cpu",
+               **kwargs: Any) -> tuple[torch.nn.Module, float]:
     """Load in float32 (unless kwargs say otherwise) in eval mode; returns (model, seconds).
 
     ``trust_remote_code`` is always False, whatever the caller passes: a model folder under
@@ -261,6 +262,8 @@ def load_model(source: ModelSource, **kwargs: Any) -> tuple[torch.nn.Module, flo
 
     kwargs.setdefault("dtype", torch.float32)
     kwargs["trust_remote_code"] = False
+    if device != "cpu":  # straight onto the device (bitsandbytes quantizes there, with its
+        kwargs["device_map"] = {"": device}  # CUDA kernels)
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     model.eval()

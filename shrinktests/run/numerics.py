@@ -56,8 +56,16 @@ def _machine() -> dict[str, str]:
 
 
 def numerics(threads: int, device: str = "cpu") -> dict[str, str]:
-    """Everything that changes the rounding of a forward pass on this machine."""
-    return {**_machine(), "threads": str(threads), "device": device}
+    """Everything that changes the rounding of a forward pass on this machine (on a GPU,
+    also its name: its kernels differ from the CPU's and from other GPUs')."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    out = {**_machine(), "threads": str(threads), "device": device}
+    if device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
 
 
 def describe(threads: int, device: str = "cpu") -> str:
@@ -65,5 +73,6 @@ def describe(threads: int, device: str = "cpu") -> str:
     threads``."""
     n = numerics(threads, device)
     flags = f" ({n['cpu_flags']})" if n["cpu_flags"] else ""
-    return (f"torch {n['torch']}, {n['device']} {n['cpu_capability']}{flags}, "
+    gpu = f" ({n['gpu']})" if "gpu" in n else ""
+    return (f"torch {n['torch']}, {n['device']}{gpu} {n['cpu_capability']}{flags}, "
             f"{n['threads']} threads")

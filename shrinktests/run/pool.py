@@ -59,11 +59,13 @@ class VariantPool:
                 if artifact is not None:
                     self._variants[name] = build_artifact_variant(
                         self.inputs.source, artifact, config, ref_params,
-                        self.inputs.tokenizer.get_vocab())
+                        self.inputs.tokenizer.get_vocab(), self.inputs.device)
                 else:
                     calibration = self.inputs.calibration() if config.uses_calibration else []
                     self._variants[name] = build_variant(self.inputs.source, config,
-                                                         ref_params, calibration)
+                                                         ref_params, calibration,
+                                                         self.inputs.device)
+                note_device_memory(self._variants[name].stats, self.inputs.device)
             self.progress.clear()
             built = self._variants[name].stats
             self.clock.add("load", built.load_seconds)
@@ -104,9 +106,15 @@ class VariantPool:
         raise ConfigCrashed(f"config {name!r} failed: {type(exc).__name__}: {exc}") from exc
 
     def release(self, name: str) -> None:
-        """Free a config's model once its tests are done (the reference stays loaded)."""
+        """Free a config's model once its tests are done (the reference stays loaded); on a
+        GPU its memory goes back too, so only one candidate is on the device at a time."""
         if name != self.reference and self._variants.pop(name, None) is not None:
             gc.collect()
+            if self.inputs.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(self.inputs.device)
 
     def cached_stats(self, name: str) -> VariantStats | None:
         """Stats already known (loaded variant or disk cache) without building anything."""
@@ -122,3 +130,15 @@ class VariantPool:
             self.runs[name].stats = cached
             return cached
         return self.get(name).stats
+
+
+def note_device_memory(stats: VariantStats, device: str) -> None:
+    """On a GPU: the peak device memory so far for this config (loading, compressing,
+    and, updated later, generating), in the config's figures."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    peak = torch.cuda.max_memory_allocated(device) / 1e6
+    stats.details["device"] = {"name": device, "peak_mb": max(
+        peak, stats.details.get("device", {}).get("peak_mb", 0.0))}

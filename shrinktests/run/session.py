@@ -36,7 +36,7 @@ from shrinktests.run.engine import (
 )
 from shrinktests.run.inputs import Case, RunInputs, SessionOptions
 from shrinktests.run.model import ModelSource
-from shrinktests.run.pool import VariantPool
+from shrinktests.run.pool import VariantPool, note_device_memory
 from shrinktests.run.progress import PhaseClock, Progress
 from shrinktests.run.replaying import AcceptedState
 from shrinktests.run.results import ConfigCrashed, ConfigRun
@@ -298,6 +298,7 @@ class ShrinkSession:
                                              self.settings(suite), on_step=step,
                                              prefixes=prefixes)
                 self.progress.clear()
+                note_device_memory(self.variant(name).stats, self.inputs.device)
                 self.generate_calls += 1
                 cached = (gens, timings)
                 self.cache.put("generation", key, cached)

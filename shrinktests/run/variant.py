@@ -53,6 +53,7 @@ def build_variant(
     config: CompressionConfig,
     reference_params: int | None = None,
     calibration: Sequence[Sequence[int]] = (),
+    device: str = "cpu",
 ) -> Variant:
     """Load the source with the config's load-time options and apply its steps in order.
 
@@ -68,11 +69,13 @@ def build_variant(
     load_kwargs: dict[str, Any] = {}
     for step in config.steps:
         load_kwargs.update(step.load_kwargs())
-    model, load_seconds = load_model(source, **load_kwargs)
+    model, load_seconds = load_model(source, device, **load_kwargs)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     ctx = StepContext(
         originals=safetensors_lookup(source.path, tied),
-        calibration=tuple(torch.tensor(list(ids), dtype=torch.long) for ids in calibration),
+        calibration=tuple(torch.tensor(list(ids), dtype=torch.long, device=device)
+                          for ids in calibration),
+        device=device,
     )
     start = time.perf_counter()
     for step in config.steps:
@@ -98,6 +101,7 @@ def build_artifact_variant(
     config: CompressionConfig,
     reference_params: int | None,
     base_vocab: dict[str, int],
+    device: str = "cpu",
 ) -> Variant:
     """Load a ``checkpoint``/``gguf`` config's model as it is. Its figures come from the
     artifact: size on disk (what ships), bits per weight against the baseline's parameter
@@ -117,7 +121,7 @@ def build_artifact_variant(
                                 f"({len(vocab)} vs {len(base_vocab)} tokens; first difference "
                                 f"{differ[0] if differ else '?'}): a candidate must read the "
                                 "prompts as the baseline does")
-    model, load_seconds = load_model(artifact)
+    model, load_seconds = load_model(artifact, device)
     files = ([config.artifact.path] if kind == "gguf" else weight_files(artifact.path))
     on_disk = sum(f.stat().st_size for f in files)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -130,7 +134,8 @@ def build_artifact_variant(
     errors: dict[str, TensorError] = {}
     if layers(artifact) == base_layers:
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
-        errors = tensor_errors(model, StepContext(originals=safetensors_lookup(base.path, tied)))
+        errors = tensor_errors(model, StepContext(originals=safetensors_lookup(base.path, tied),
+                                                  device=device))
     ref = reference_params or n_params
     return Variant(config, model, VariantStats(
         params=n_params, bytes=on_disk, bits_per_weight=8 * on_disk / ref,
