@@ -279,9 +279,11 @@ class ShrinkSession:
         if mem not in self._generations:
             resume = name != self.reference.name
             key = self.inputs.generation_key(name, suite)
-            if resume:  # the output depends on the baseline's too: resumed after its prefix
-                key = cache_key("generation", {"own": key,
-                                               "resumed": self._tf_key(name, suite)})
+            if resume:  # resumed after the prefix it shares with the baseline's tokens (the
+                # same whether they come from the stored reference or a live baseline)
+                key = cache_key("generation", {
+                    "own": key, "after": self.inputs.generation_key(self.reference.name,
+                                                                    suite)})
             cached = self.cache.get("generation", key)
             self.runs[name].cached_timings |= cached is not None
             if cached is None:
