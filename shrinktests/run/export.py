@@ -46,10 +46,8 @@ def export_config(session: ShrinkSession, name: str, out: Path, prompts: int = 4
     if out.exists():
         raise ExportError(f"{out} exists; remove it or choose another --out")
     variant = session.variant(name)
-    ids = [g.prompt_ids for g in session.generations(session.reference.name,
-                                                     session.options.suites[0])][:prompts]
-    conts = [g.token_ids for g in session.generations(session.reference.name,
-                                                      session.options.suites[0])][:prompts]
+    base = session.generations(session.reference.name, session.options.suites[0])[:prompts]
+    ids, conts = [g.prompt_ids for g in base], [g.token_ids for g in base]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
