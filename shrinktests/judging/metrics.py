@@ -151,11 +151,12 @@ def top_k_rows(logp: FloatArray, k: int = 5) -> tuple[npt.NDArray[np.int64],
     k = min(k, a.shape[1]) if a.ndim == 2 and a.shape[0] else k
     if a.ndim != 2 or not a.shape[0]:
         return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
-    part = np.argpartition(-a, k - 1, axis=-1)[:, :k] if k < a.shape[1] else np.tile(
-        np.arange(a.shape[1]), (a.shape[0], 1))
-    vals = np.take_along_axis(a, part, axis=-1)
-    order = np.lexsort((part, -vals), axis=-1)  # by value, then by the lower id
-    ids = np.take_along_axis(part, order, axis=-1).astype(np.int64)
+    kth = -np.partition(-a, k - 1, axis=-1)[:, k - 1]
+    rows = []
+    for row, low in zip(a, kth, strict=True):  # every entry tied at the k-th value competes
+        cand = np.flatnonzero(row >= low)
+        rows.append(cand[np.lexsort((cand, -row[cand]))][:k])
+    ids = np.stack(rows).astype(np.int64)
     return ids, np.take_along_axis(a, ids, axis=-1).astype(np.float32)
 
 
