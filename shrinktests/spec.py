@@ -375,7 +375,7 @@ def load_configs(path: Path) -> ConfigSet:
             if not isinstance(spec, dict):
                 raise SpecError(path, entry, f"{prefix.rstrip('.')}", "must be a table")
             try:
-                steps.append(build_method(spec))
+                steps.append(build_method(spec).with_base(path.parent))
             except ConfigError as exc:
                 problem = exc.problem
                 hint = nearest_name(exc.field, _CONFIG_KEYS)

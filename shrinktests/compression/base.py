@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from shrinktests.compression.context import StepContext
@@ -63,6 +65,11 @@ class Method(ABC):
         """Transform a loaded model; put method-specific figures in ``ctx.stats``. Default: no-op
         (load-time quantizers do their work in ``from_pretrained``)."""
         return model
+
+    def with_base(self, folder: Path) -> Method:
+        """This method with the paths among its parameters (a calibration file) resolved
+        against ``folder``, the configs file's; a missing file is a :class:`ConfigError`."""
+        return self
 
     def uses_calibration(self) -> bool:
         """Whether the result depends on the calibration prompts (then they join the cache key)."""

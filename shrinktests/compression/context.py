@@ -38,6 +38,8 @@ class StepContext:
     #: token ids of the calibration prompts, for activation-aware methods (may be empty)
     calibration: tuple[torch.Tensor, ...] = ()
     originals: WeightLookup = field(default=lambda name: None)
+    #: text → token ids with the model's tokenizer (methods that read a calibration file)
+    tokenize: Callable[[str], list[int]] | None = None
     #: where the model is: originals are read from disk (CPU) and moved there
     device: str = "cpu"
 

@@ -9,6 +9,8 @@ reports how many tensors each rule took and the bits per weight they ended up wi
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +20,8 @@ from shrinktests.compression.registry import register
 from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from shrinktests.compression.context import StepContext
@@ -50,6 +54,15 @@ class MixedPrecision(Method):
     def params(self) -> dict[str, Any]:
         # nested methods keep their names, so two rule lists differing only in method differ
         return {"method": self.name, "rules": [r.params() for r in self.rules]}
+
+    def with_base(self, folder: Path) -> MixedPrecision:
+        rules = []
+        for i, rule in enumerate(self.rules):
+            try:
+                rules.append(typing.cast(ScopedMethod, rule.with_base(folder)))
+            except ConfigError as exc:
+                raise ConfigError(f"rules[{i}].{exc.field}", exc.problem) from None
+        return dataclasses.replace(self, rules=tuple(rules))
 
     def uses_calibration(self) -> bool:
         return any(r.uses_calibration() for r in self.rules)

@@ -18,7 +18,8 @@ from shrinktests.compression.base import Method
 from shrinktests.schema import NESTED_BUILDERS, ConfigError, coerce_dataclass, nearest_name
 
 #: the modules under shrinktests.compression that define built-in methods
-BUILTIN_MODULES = ("ao", "blockwise", "bnb", "dtype", "lowrank", "mixed", "prune", "quanto")
+BUILTIN_MODULES = ("ao", "blockwise", "bnb", "dtype", "gptq", "llamacpp", "lowrank", "mixed",
+                   "prune", "quanto")
 
 _REGISTRY: dict[str, type[Method]] = {}
 _loaded = False

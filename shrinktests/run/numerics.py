@@ -17,7 +17,8 @@ import platform
 from pathlib import Path
 
 #: packages whose kernels compute the numbers (a new version may round differently)
-PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto", "accelerate")
+PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto", "accelerate",
+            "gptqmodel", "gguf", "numpy")
 #: CPU features that change which kernels run (oneDNN uses AMX and AVX-512 BF16/VNNI if present)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,8 +121,8 @@ def teacher_forced_stored(ref: PromptReference, cand_logp: FloatArray) -> Teache
         p_rest = float(ref.rest[i])
         p *= (1.0 - p_rest) / p.sum()  # the rounded set rescaled to its exact mass
         q = c[i, sid.astype(np.int64)]
-        q_rest = max(1.0 - float(np.exp(q).sum()), tiny)
-        rest_term = p_rest * (np.log(p_rest) - np.log(q_rest)) if p_rest > 0 else 0.0
+        q_rest = max(1.0 - float(np.exp(q).sum()), float(tiny))
+        rest_term = p_rest * (math.log(p_rest) - math.log(q_rest)) if p_rest > 0 else 0.0
         kl[i] = max(float((p * (np.log(np.maximum(p, tiny)) - q)).sum()) + rest_term, 0.0)
         hit = sid == ref.token_ids[i]
         # the baseline's own token is its greedy choice, so it is in the set; if a near-tie
@@ -179,7 +180,7 @@ def save(path: Path, header: dict[str, Any], prompts: Sequence[PromptReference])
     """Write the reference atomically as one safetensors file; returns its size in bytes."""
     from safetensors.numpy import save as to_bytes
 
-    tensors: dict[str, np.ndarray] = {}
+    tensors: dict[str, npt.NDArray[Any]] = {}
     meta = []
     for i, p in enumerate(prompts):
         tensors[f"{i}.ids"] = np.ascontiguousarray(p.ids, dtype=np.int32)

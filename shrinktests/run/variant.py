@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +76,7 @@ def build_variant(
         calibration=tuple(torch.tensor(list(ids), dtype=torch.long, device=device)
                           for ids in calibration),
         device=device,
+        tokenize=_lazy_tokenize(source),
     )
     start = time.perf_counter()
     for step in config.steps:
@@ -93,6 +94,17 @@ def build_variant(
         details=ctx.stats,
     )
     return Variant(config, model, stats)
+
+
+def _lazy_tokenize(source: ModelSource) -> Callable[[str], list[int]]:
+    """The source's tokenizer as text → ids, loaded on first use (few methods need it)."""
+    loaded: list[Any] = []
+
+    def tokenize(text: str) -> list[int]:
+        if not loaded:
+            loaded.append(load_tokenizer(source))
+        return list(loaded[0](text)["input_ids"])
+    return tokenize
 
 
 def build_artifact_variant(
