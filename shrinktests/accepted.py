@@ -79,6 +79,9 @@ class AcceptedRecord:
     margins_below: float
     failures: Mapping[str, str]  # test name -> first line of its failure when recorded
     outputs: Mapping[str, AcceptedOutput]  # case id -> output
+    #: the CPU it was recorded on (capability and kernel flags), kept for configs whose
+    #: weights depend on it (GPTQ); None for the others, whose records hold on every CPU
+    cpu: str | None = None
 
     def stale_reason(self, model: str, model_label: str, fingerprint: str,
                      steps: Sequence[dict[str, Any]]) -> str | None:
@@ -158,7 +161,7 @@ def load(path: Path) -> AcceptedRecord:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(path, "", "", f"not valid TOML: {exc}") from None
     known = {"format", "config", "model", "model_label", "fingerprint", "steps",
-             "margins_below", "failures", "outputs"}
+             "margins_below", "failures", "outputs", "cpu"}
     if unknown := set(data) - known:
         raise SpecError(path, "", sorted(unknown)[0],
                         f"unknown key; known: {', '.join(sorted(known))}")
@@ -185,6 +188,9 @@ def load(path: Path) -> AcceptedRecord:
     failures = data.get("failures", [])
     if not isinstance(failures, list) or not all(isinstance(t, str) for t in failures):
         raise SpecError(path, "", "failures", "must be a list of test names")
+    cpu = data.get("cpu")
+    if cpu is not None and not isinstance(cpu, str):
+        raise SpecError(path, "", "cpu", "must be a string")
     raw_outputs = data.get("outputs", {})
     if not isinstance(raw_outputs, dict):
         raise SpecError(path, "", "outputs", "must be a table of [outputs.\"<suite>.<prompt>\"]")
@@ -192,7 +198,7 @@ def load(path: Path) -> AcceptedRecord:
     return AcceptedRecord(
         config=strings["config"], model=strings["model"], model_label=strings["model_label"],
         fingerprint=strings["fingerprint"], steps=tuple(steps), margins_below=float(below),
-        failures=dict.fromkeys(failures, ""), outputs=outputs)
+        failures=dict.fromkeys(failures, ""), outputs=outputs, cpu=cpu)
 
 
 def _output(path: Path, case: str, raw: Any) -> AcceptedOutput:
@@ -231,6 +237,8 @@ def render(record: AcceptedRecord) -> str:
         f"model_label = {_string(record.model_label)}",
         f"fingerprint = {_string(record.fingerprint)}",
         f"steps = {_string(json.dumps(list(record.steps), sort_keys=True))}",
+        *([ "# its weights depend on the CPU's float rounding: the CPU it was recorded on",
+            f"cpu = {_string(record.cpu)}"] if record.cpu is not None else []),
         "# steps where the config's top-1/top-2 probability margin was below this are listed",
         f"margins_below = {record.margins_below!r}",
         "failures = [",
@@ -301,14 +309,15 @@ def merged(old: AcceptedRecord | None, new: AcceptedRecord, ran: Iterable[str],
     the old record's failures of tests that did not run and outputs of prompts not generated
     (a ``-k`` subset refreshes only what it ran). A stale ``old`` contributes nothing."""
     ran_now = set(ran)
-    keep = old is not None and old.model == new.model and old.fingerprint == new.fingerprint
+    keep = (old is not None and old.model == new.model and old.fingerprint == new.fingerprint
+            and old.cpu == new.cpu)
     failures = {t: why for t, why in (old.failures.items() if old and keep else ())
                 if t not in ran_now}
     failures.update(failing)
     outputs = {**(old.outputs if old and keep else {}), **new.outputs}
     return AcceptedRecord(new.config, new.model, new.model_label, new.fingerprint, new.steps,
                           new.margins_below, dict(sorted(failures.items())),
-                          dict(sorted(outputs.items())))
+                          dict(sorted(outputs.items())), new.cpu)
 
 
 _BOILERPLATE = [  # what the test name already says, so the comment keeps what was found

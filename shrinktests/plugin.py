@@ -26,7 +26,7 @@ from shrinktests.distribute import (  # noqa: F401  # hooks pytest reads from th
     pytest_testnodedown,
     pytest_xdist_make_scheduler,
 )
-from shrinktests.kinds import kind_of
+from shrinktests.kinds import AGGREGATE, kind_of
 from shrinktests.stash import error_key, session_key, worker_data_key
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 #: on a behaviour test item: the config whose accepted failures decide whether it is a strict
 #: xfail (decided at setup, once the model's and config's fingerprints are known)
 accepted_item_key = pytest.StashKey[str]()
+#: whether the item judges one prompt (drift, degeneration, constraint), not an aggregate
+per_prompt_item_key = pytest.StashKey[bool]()
 #: some collected test wants shrinktests' fixtures, but the plugin found no configs file
 unconfigured_key = pytest.StashKey[bool]()
 #: pytest-benchmark options that mean "I want benchmark numbers": they switch
@@ -262,6 +264,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                                               reason=decision.expectation.reason))
         if decision.check_accepted and name is not None:
             item.stash[accepted_item_key] = name
+            item.stash[per_prompt_item_key] = kind is not AGGREGATE
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -275,8 +278,14 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         return
     from shrinktests.accepted import FOLDER, path_for
 
-    expected = expectations.accepted(item.name, name, session.accepted_failures(name),
-                                     str(path_for(Path(FOLDER), name)))
+    where = str(path_for(Path(FOLDER), name))
+    foreign = session.foreign_cpu(name)
+    if foreign is not None:
+        expected = expectations.on_another_cpu(item.name, name, session.accepted_failures(name),
+                                               foreign, item.stash[per_prompt_item_key])
+    else:
+        expected = expectations.accepted(item.name, name, session.accepted_failures(name),
+                                         where)
     if expected is not None:
         item.add_marker(pytest.mark.xfail(strict=expected.strict, reason=expected.reason))
 

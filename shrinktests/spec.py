@@ -207,6 +207,13 @@ class CompressionConfig:
     def uses_calibration(self) -> bool:
         return any(s.uses_calibration() for s in self.steps)
 
+    @property
+    def cpu_dependent(self) -> bool:
+        """Whether its weights differ between CPUs (GPTQ's rounding decisions follow the
+        calibration activations' float rounding): its per-prompt verdicts hold on the CPU
+        its accepted record was made on."""
+        return any(s.depends_on_cpu() for s in self.steps)
+
     def fingerprint(self) -> str:
         """Hash of what changes the weights (steps), not of budgets or descriptions."""
         blob = json.dumps(self.params(), sort_keys=True, default=str)

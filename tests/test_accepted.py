@@ -151,6 +151,18 @@ def test_render_of_an_empty_record_loads() -> None:
     assert "failures = [\n]" in render(_record())
 
 
+def test_the_cpu_of_a_cpu_dependent_record_round_trips_and_a_change_of_cpu_is_not_merged(
+        tmp_path: Path) -> None:
+    record = _record(cpu="x86_64 AVX512 avx2 avx512f fma", failures={"t": ""})
+    save(tmp_path, record)
+    assert "cpu = " in (tmp_path / "bf16.toml").read_text()
+    assert load(tmp_path / "bf16.toml") == record
+    assert "cpu = " not in render(_record())  # the others hold on every CPU
+    # re-recorded on another CPU: the old CPU's failures are not carried over
+    fresh = merged(record, _record(cpu="x86_64 AVX2 avx2 fma"), ran=[], failing={})
+    assert fresh.failures == {} and fresh.cpu == "x86_64 AVX2 avx2 fma"
+
+
 # --------------------------------------------------------------------------- through pytest
 
 STRICT = TWO_CONFIGS.replace('"kl_mean <= 0.05"', '"kl_max <= 0.0"')  # bf16 cannot meet it

@@ -25,8 +25,9 @@ def _run_suites(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 #: CI's selection: every config on the calibration suite, every baseline snapshot, the
 #: continuation and constraint suites (with the aggregate comparison) on NF4 and the positive
-#: control, and the whole sensitivity atlas with its recipe (all 17 configs on all 41 prompts
-#: take about 40 minutes on 2 cores; `make suite` runs them all)
+#: control, and the whole sensitivity atlas with its recipe (all 20 configs on all 41 prompts
+#: take about 15 minutes on 2 cores; `make suite` runs them all). GPTQ, the gguf types and the
+#: mixed GPTQ recipe thus run end to end on the calibration suite, compressed at one thread.
 CI_SELECTION = ("calibration or snapshot or [baseline- or [nf4-con or [broken-2bit- "
                 "or test_aggregate[nf4] or atlas")
 
@@ -39,7 +40,8 @@ def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
     assert cold.returncode == 0, cold.stdout[-6000:] + cold.stderr[-2000:]
     out = cold.stdout
     assert "snapshots passed" in out
-    for row in ("baseline ", "bf16 ", "nf4 ", "broken-2bit "):
+    for row in ("baseline ", "bf16 ", "nf4 ", "broken-2bit ", "gptq-4bit ", "gguf-q4_0 ",
+                "mixed-gptq-eora "):
         assert any(line.startswith(row) for line in out.splitlines()), row
     assert "breaks (expected)" in out
     # the atlas measured every scope live and left the reference model exactly as it was

@@ -100,7 +100,7 @@ def test_gptq_beats_round_to_nearest_on_prompts_it_was_not_calibrated_on(
     assert ctx.stats["gptq"]["samples"] == len(real["calibration"])
 
 
-def test_layers_are_quantized_in_data_flow_groups_and_the_result_is_deterministic(
+def test_layers_are_quantized_in_data_flow_groups_and_the_same_at_any_thread_count(
         real: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     groups: list[list[str]] = []
     original = gptq._next_group
@@ -112,12 +112,15 @@ def test_layers_are_quantized_in_data_flow_groups_and_the_result_is_deterministi
 
     monkeypatch.setattr(gptq, "_next_group", spy)
     weights = []
-    for _ in range(2):
+    threads = torch.get_num_threads()
+    for count in (1, 3):  # the solver's float32 sums would follow the thread count
+        torch.set_num_threads(count)
         model = real["load"]()
         build_method({"method": "gptq", "bits": 4, "scope": {"layers": [0, 1]}}).apply(
             model, StepContext(calibration=tuple(real["calibration"][:4])))
         weights.append({n: p.detach().clone() for n, p in model.named_parameters()
                         if ".layers.1." in n})
+    torch.set_num_threads(threads)
     # q/k/v read one input, then o; gate/up one input, then down: each group sees the
     # outputs of the groups before it, already quantized
     assert groups[:4] == [["q_proj", "k_proj", "v_proj"], ["o_proj"],

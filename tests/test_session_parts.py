@@ -123,6 +123,35 @@ def test_accepted_state_does_not_apply_a_record_made_for_another_config(tmp_path
     assert [g.text for g in judged] == ["live (5, 9)"] * 2
 
 
+def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
+        tmp_path: Path) -> None:
+    """GPTQ's weights follow the CPU's float rounding: on another CPU the config is another
+    model, so its outputs are judged live and its per-prompt checks are advisory."""
+    from dataclasses import replace
+
+    from shrinktests import expectations
+    from shrinktests.run.numerics import cpu_key
+
+    configs, suite = _files(tmp_path)
+    here = _record(configs, suite)
+    for cpu, foreign in ((None, False), (cpu_key(), False), ("x86_64 AVX2 avx2 fma", True)):
+        state = AcceptedState(StubInputs(_options(
+            tmp_path, {"q": replace(here, cpu=cpu)})))  # type: ignore[arg-type]
+        why = state.foreign_cpu("q")
+        assert (why is not None) == foreign
+        judged = state.judge("q", suite, [_gen((5, 9, 9)), _gen((5, 8, 8))])
+        texts = [g.text for g in judged]
+        assert texts[0] == ("live (5, 9, 9)" if foreign else "accepted a")
+    assert why is not None and "made on another (x86_64 AVX2 avx2 fma)" in why
+    per_prompt = expectations.on_another_cpu("test_drift[q-tiny.a]", "q", {}, why, True)
+    assert per_prompt is not None and not per_prompt.strict and "advisory" in per_prompt.reason
+    # aggregates gate: a new aggregate failure fails; a recorded one is non-strict
+    assert expectations.on_another_cpu("test_aggregate[q]", "q", {}, why, False) is None
+    recorded = expectations.on_another_cpu("test_aggregate[q]", "q", {"test_aggregate[q]": ""},
+                                           why, False)
+    assert recorded is not None and not recorded.strict
+
+
 def test_a_new_record_holds_this_runs_outputs(tmp_path: Path) -> None:
     configs, _ = _files(tmp_path)
     state = AcceptedState(StubInputs(_options(tmp_path)))  # type: ignore[arg-type]

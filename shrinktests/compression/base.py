@@ -48,6 +48,9 @@ class Method(ABC):
     #: import names that must be importable, and the pip line that provides them
     requires: ClassVar[tuple[str, ...]] = ()
     pip_hint: ClassVar[str] = ""
+    #: its weights depend on forward passes computed here (calibration activations) through
+    #: discontinuous rounding decisions, so another CPU's float rounding gives another model
+    cpu_dependent: ClassVar[bool] = False
 
     def check_environment(self) -> None:
         """Raise :class:`MethodUnavailable` with the install line if a dependency is missing."""
@@ -70,6 +73,11 @@ class Method(ABC):
         """This method with the paths among its parameters (a calibration file) resolved
         against ``folder``, the configs file's; a missing file is a :class:`ConfigError`."""
         return self
+
+    def depends_on_cpu(self) -> bool:
+        """Whether this step's result differs between CPUs beyond near-ties (see
+        :attr:`cpu_dependent`)."""
+        return self.cpu_dependent
 
     def uses_calibration(self) -> bool:
         """Whether the result depends on the calibration prompts (then they join the cache key)."""

@@ -15,6 +15,16 @@ outputs of the groups before it. Weights are written back dequantized (the model
 float); bits per weight count the GPTQ checkpoint layout: packed codes and zero points, a
 float16 scale per group and output row, and the int32 column-to-group index.
 
+Reproducibility. The calibration forward passes (one prompt at a time) give the same bits at
+any thread count, but the solver's float32 Hessian sums and Cholesky factor do not, and each
+rounding decision feeds the next columns: one weight flipped near a grid boundary spreads
+along its row and through every later layer. At one thread instead of two, a quarter of the
+4-bit model's greedy answers changed at clear margins. So the Hessians and the solver run on
+one thread, whatever ``--shrink-threads`` says: the result is the same at every thread
+count. Another CPU's kernels (AVX2, AVX-512, AMX) still round the forward passes differently,
+and no arithmetic makes a discontinuous function of them exact; configs with a ``gptq`` step
+say so (``cpu_dependent``), and their accepted records name the CPU they were made on.
+
 Calibration: the selected suites' prompts by default (they then join the cache key), or
 ``calibration = "file.txt"`` (one sample per paragraph, or per line when the file has no blank
 line), of which ``samples = N`` keeps the first N.
@@ -73,6 +83,19 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread inside the block: the solver's sums in one order everywhere."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _import_gptq() -> tuple[Any, Any]:
     try:
         with _quiet():
@@ -92,6 +115,7 @@ class Gptq(ScopedMethod):
     activation (``desc_act``), with ``damp`` × the mean Hessian diagonal added for stability."""
 
     name: ClassVar[str] = "gptq"
+    cpu_dependent: ClassVar[bool] = True
     requires: ClassVar[tuple[str, ...]] = ("gptqmodel",)
     pip_hint: ClassVar[str] = PIP
     bits: int = 4
@@ -179,7 +203,7 @@ class Gptq(ScopedMethod):
             return task
 
         def finish(task: Any) -> dict[str, float]:
-            with _quiet():
+            with _quiet(), one_thread():
                 *_, avg_loss, damp = task.hf_quantize(
                     blocksize=128, percdamp=self.damp, group_size=self.group_size,
                     actorder=self.desc_act)
@@ -348,7 +372,8 @@ def _quantize_group(group: list[tuple[str, torch.nn.Module]], run: Any, make_tas
 
     def hook(name: str) -> Any:
         def add(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            tasks[name].add_batch(args[0].detach(), out.detach())
+            with one_thread():  # XᵀX's sum order would follow the thread count
+                tasks[name].add_batch(args[0].detach(), out.detach())
             seen.add(name)
             if len(seen) == len(tasks):  # this sample gave every module its input
                 seen.clear()

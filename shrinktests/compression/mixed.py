@@ -64,6 +64,9 @@ class MixedPrecision(Method):
                 raise ConfigError(f"rules[{i}].{exc.field}", exc.problem) from None
         return dataclasses.replace(self, rules=tuple(rules))
 
+    def depends_on_cpu(self) -> bool:
+        return any(r.depends_on_cpu() for r in self.rules)
+
     def uses_calibration(self) -> bool:
         return any(r.uses_calibration() for r in self.rules)
 

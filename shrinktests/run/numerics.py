@@ -56,6 +56,13 @@ def _machine() -> dict[str, str]:
     }
 
 
+def cpu_key() -> str:
+    """This CPU as its float rounding sees it: architecture, torch's kernel level and the
+    kernel-relevant flags (e.g. ``x86_64 AVX512 avx2 avx512f fma``)."""
+    m = _machine()
+    return " ".join(p for p in (m["arch"], m["cpu_capability"], m["cpu_flags"]) if p)
+
+
 def numerics(threads: int, device: str = "cpu") -> dict[str, str]:
     """Everything that changes the rounding of a forward pass on this machine (on a GPU,
     also its name: its kernels differ from the CPU's and from other GPUs')."""

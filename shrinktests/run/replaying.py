@@ -15,6 +15,7 @@ from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, pr
 from shrinktests.judging.replay import Replay, replay
 from shrinktests.run.engine import Generation
 from shrinktests.run.inputs import Case, RunInputs
+from shrinktests.run.numerics import cpu_key
 from shrinktests.spec import Suite
 
 
@@ -31,6 +32,9 @@ class AcceptedState:
         self.stale_records: dict[str, str] = {}
         #: outputs recorded for other prompts or decoding settings, per config
         self.stale_outputs: dict[str, int] = defaultdict(int)
+        #: configs whose record was made on another CPU, and why that matters (see
+        #: :meth:`foreign_cpu`)
+        self.foreign: dict[str, str] = {}
 
     def record(self, name: str) -> AcceptedRecord | None:
         """The config's accepted record when it holds for this model and config; a stale one
@@ -48,6 +52,21 @@ class AcceptedState:
             self._records[name] = record
         return self._records[name]
 
+    def foreign_cpu(self, name: str) -> str | None:
+        """Why the config's per-prompt verdicts cannot be replayed here, or None: its weights
+        depend on the CPU (GPTQ) and its record was made on another one. Another CPU rounds
+        the calibration activations differently, so the config is another model here, not
+        the recorded one at a near-tie: its outputs are judged live, its per-prompt checks
+        are advisory (non-strict xfails) and its aggregate tests gate."""
+        record = self.record(name)
+        if record is None or record.cpu is None or record.cpu == cpu_key():
+            return None
+        if name not in self.foreign:
+            self.foreign[name] = (f"weights calibrated on this CPU's float rounding "
+                                  f"({cpu_key()}), accepted record made on another "
+                                  f"({record.cpu})")
+        return self.foreign[name]
+
     def failures(self, name: str) -> Mapping[str, str]:
         record = self.record(name)
         return record.failures if record is not None else {}
@@ -62,7 +81,7 @@ class AcceptedState:
         judged = []
         for prompt, gen in zip(suite.prompts, live, strict=True):
             case_id = Case(suite, prompt).id
-            acc = record.outputs.get(case_id) if record else None
+            acc = record.outputs.get(case_id) if record and not self.foreign_cpu(name) else None
             if acc is not None and acc.prompt != prompt_key(gen.prompt_ids, decoding):
                 self.stale_outputs[name] += 1
                 acc = None
@@ -89,4 +108,5 @@ class AcceptedState:
             config=name, model=source.fingerprint, model_label=source.label,
             fingerprint=self.inputs.record_fingerprint(name),
             steps=tuple(self.inputs.configs.get(name).params()),
-            margins_below=margins_below, failures={}, outputs=outputs)
+            margins_below=margins_below, failures={}, outputs=outputs,
+            cpu=cpu_key() if self.inputs.configs.get(name).cpu_dependent else None)

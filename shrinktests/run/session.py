@@ -220,6 +220,10 @@ class ShrinkSession:
         return self.accepted.stale_records
 
     @property
+    def foreign_records(self) -> dict[str, str]:
+        return self.accepted.foreign
+
+    @property
     def stale_outputs(self) -> dict[str, int]:
         return self.accepted.stale_outputs
 
@@ -231,6 +235,9 @@ class ShrinkSession:
 
     def accepted_failures(self, name: str) -> Mapping[str, str]:
         return self.accepted.failures(name)
+
+    def foreign_cpu(self, name: str) -> str | None:
+        return self.accepted.foreign_cpu(name)
 
     def new_record(self, name: str, margins_below: float) -> AcceptedRecord:
         """This run's live outputs of ``name`` (suites generated this run) as a record."""
