@@ -1,3 +1,3 @@
 """shrinktests: a pytest-based behavioural regression suite for compressed language models."""
 
-__version__ = "0.3.0"
+__version__ = "0.2.0"
