@@ -15,15 +15,15 @@ outputs of the groups before it. Weights are written back dequantized (the model
 float); bits per weight count the GPTQ checkpoint layout: packed codes and zero points, a
 float16 scale per group and output row, and the int32 column-to-group index.
 
-Reproducibility. The calibration forward passes (one prompt at a time) give the same bits at
-any thread count, but the solver's float32 Hessian sums and Cholesky factor do not, and each
-rounding decision feeds the next columns: one weight flipped near a grid boundary spreads
-along its row and through every later layer. At one thread instead of two, a quarter of the
-4-bit model's greedy answers changed at clear margins. So the Hessians and the solver run on
-one thread, whatever ``--shrink-threads`` says: the result is the same at every thread
-count. Another CPU's kernels (AVX2, AVX-512, AMX) still round the forward passes differently,
-and no arithmetic makes a discontinuous function of them exact; configs with a ``gptq`` step
-say so (``cpu_dependent``), and their accepted records name the CPU they were made on.
+Reproducibility. The solver's float32 Hessian sums and Cholesky factor depend on the thread
+count, and each rounding decision feeds the next columns: one weight flipped near a grid
+boundary spreads along its row and through every later layer. At one thread instead of two,
+a quarter of the 4-bit model's greedy answers changed at clear margins. So the whole pass
+(calibration forwards, Hessians, solver) runs on one thread, whatever ``--shrink-threads``
+says: the result is bitwise the same at every thread count. Another CPU's kernels (AVX2,
+AVX-512, AMX) still round the forward passes differently, and no arithmetic makes a
+discontinuous function of them exact; configs with a ``gptq`` step say so
+(``cpu_dependent``), and their accepted records name the CPU they were made on.
 
 Calibration: the selected suites' prompts by default (they then join the cache key), or
 ``calibration = "file.txt"`` (one sample per paragraph, or per line when the file has no blank
@@ -203,7 +203,7 @@ class Gptq(ScopedMethod):
             return task
 
         def finish(task: Any) -> dict[str, float]:
-            with _quiet(), one_thread():
+            with _quiet():
                 *_, avg_loss, damp = task.hf_quantize(
                     blocksize=128, percdamp=self.damp, group_size=self.group_size,
                     actorder=self.desc_act)
@@ -212,7 +212,8 @@ class Gptq(ScopedMethod):
             task.module.weight.data = task.module.weight.data.clone()
             return {"loss": float(avg_loss), "damp": float(damp)}
 
-        results = run_sequential(model, modules, calibration, make_task, finish)
+        with one_thread():  # the whole pass: sums and kernels in one order at any --shrink-threads
+            results = run_sequential(model, modules, calibration, make_task, finish)
         for name, module in modules:
             rows, columns = module.weight.shape
             ctx.packed_bytes[f"{name}.weight"] = packed_bytes(rows, columns, self.bits,
@@ -221,8 +222,6 @@ class Gptq(ScopedMethod):
         details["tensors"] += len(results)
         details["samples"] = len(calibration)
         details["tokens"] = int(sum(ids.numel() for ids in calibration))
-        details["max_damp"] = max([r["damp"] for r in results.values()]
-                                  + [details.get("max_damp", 0.0)])
         return model
 
 
@@ -372,8 +371,7 @@ def _quantize_group(group: list[tuple[str, torch.nn.Module]], run: Any, make_tas
 
     def hook(name: str) -> Any:
         def add(_m: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            with one_thread():  # XᵀX's sum order would follow the thread count
-                tasks[name].add_batch(args[0].detach(), out.detach())
+            tasks[name].add_batch(args[0].detach(), out.detach())
             seen.add(name)
             if len(seen) == len(tasks):  # this sample gave every module its input
                 seen.clear()
