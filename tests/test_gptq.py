@@ -2,8 +2,8 @@
 
 On a real layer of the default model, GPTQ must reconstruct the layer's outputs on prompts it
 was *not* calibrated on better than round-to-nearest on the same grid. The driver must be
-sequential and give the same weights at any thread count, compose (a ``mixed`` rule, before ``eora``), read a calibration
-file, and count the GPTQ checkpoint layout's bytes."""
+sequential and give the same weights at any thread count, compose (a ``mixed`` rule, before
+``eora``), read a calibration file, and count the GPTQ checkpoint layout's bytes."""
 
 from __future__ import annotations
 
