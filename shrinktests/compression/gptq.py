@@ -128,8 +128,11 @@ class Gptq(ScopedMethod):
     #: keep only the first N calibration samples
     samples: int | None = None
     scope: Scope = field(default_factory=Scope)
-    #: ``calibration`` resolved against the configs file (set by :meth:`with_base`)
+    #: ``calibration`` resolved against the configs file, and its content's hash (set once by
+    #: :meth:`with_base`, so the fingerprint does not re-read the file)
     calibration_path: Path | None = field(default=None, init=False, compare=False, repr=False)
+    calibration_sha256: str | None = field(default=None, init=False, compare=False,
+                                           repr=False)
 
     def __post_init__(self) -> None:
         if self.bits not in (2, 3, 4, 8):
@@ -158,6 +161,8 @@ class Gptq(ScopedMethod):
             raise ConfigError("calibration", f"{path}: holds no sample (no non-empty line)")
         resolved = dataclasses.replace(self)
         object.__setattr__(resolved, "calibration_path", path)
+        object.__setattr__(resolved, "calibration_sha256",
+                           hashlib.sha256(path.read_bytes()).hexdigest()[:16])
         return resolved
 
     def uses_calibration(self) -> bool:
@@ -166,9 +171,8 @@ class Gptq(ScopedMethod):
     def params(self) -> dict[str, Any]:
         out = super().params()
         out.pop("calibration_path", None)  # machine-specific; the content hash stands for it
-        if self.calibration_path is not None:
-            out["calibration_sha256"] = hashlib.sha256(
-                self.calibration_path.read_bytes()).hexdigest()[:16]
+        if out.get("calibration_sha256") is None:
+            out.pop("calibration_sha256", None)
         return out
 
     def calibration_ids(self, ctx: StepContext) -> list[torch.Tensor]:
@@ -242,7 +246,7 @@ def run_sequential(
 
     Decoder layers are run one at a time on the hidden states the (already quantized) layers
     below produced; modules outside decoder layers (an LM head) are calibrated last, on a full
-    forward pass. Returns ``quantize``'s figures per module name.
+    forward pass. Returns ``finish``'s figures per module name.
     """
     import torch
 
