@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from shrinktests.atlas.measure import (
     drift_summary,
     first_disagreement,
     parse_scope_id,
+    swapped,
 )
 from shrinktests.atlas.recipe import (
     Entry,
@@ -253,6 +255,45 @@ def test_measuring_a_scope_restores_the_model_bit_for_bit() -> None:
         for n in ("gate_proj", "up_proj", "down_proj")]).double()
     assert r.mse == pytest.approx(float(((w - approx) ** 2).mean()), rel=1e-6)
     assert r.rel_error == pytest.approx(float((w - approx).norm() / w.norm()), rel=1e-6)
+
+
+def test_a_scope_is_scored_from_its_layer_with_the_whole_pass_numbers() -> None:
+    """The pass of a scope at layer L starts at L from the recorded unperturbed state: the
+    same log-probs, bit for bit, as running every layer."""
+    model = tiny_llama(4)
+    probe = _probe(model)
+    assert probe.layer_inputs is not None and len(probe.layer_inputs.chunks[0]) == 4
+    atlas = Atlas(model, probe)
+    method = BlockwiseQuant(bits=2, block_size=32)
+    for layer in (0, 2, 3):
+        modules = list(AtlasScope(layer, "mlp").scope().linear_modules(model))
+        with swapped(model, modules):
+            method.apply_to(model, modules, StepContext())
+            whole = probe.logprobs(model)
+            resumed = probe.logprobs(model, probe.layer_inputs.from_layer(layer))
+            assert all(np.array_equal(a, b) for a, b in zip(whole, resumed, strict=True))
+            assert probe.drift(model, layer) == probe.drift(model)
+    assert len(model.model.layers) == 4  # the slice was put back
+    assert atlas.check_restored() == 0.0
+
+
+def test_a_model_that_changes_given_embeddings_is_scored_whole() -> None:
+    """Some decoders scale the embeddings they are given (Gemma multiplies by sqrt(width)),
+    so a pass cannot start midway from a recorded state: the probe checks and runs whole."""
+    model = tiny_llama(3)
+
+    def scale_given(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if kwargs.get("inputs_embeds") is not None:
+            kwargs["inputs_embeds"] = kwargs["inputs_embeds"] * 2.0
+        return args, kwargs
+
+    model.model.register_forward_pre_hook(scale_given, with_kwargs=True)
+    probe = _probe(model)
+    assert probe.layer_inputs is None
+    modules = list(AtlasScope(1, "mlp").scope().linear_modules(model))
+    with swapped(model, modules):
+        BlockwiseQuant(bits=2, block_size=32).apply_to(model, modules, StepContext())
+        assert probe.drift(model, 1) == probe.drift(model)
 
 
 def test_a_backend_that_replaces_modules_is_swapped_back_too() -> None:

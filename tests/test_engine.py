@@ -147,3 +147,23 @@ def test_the_default_model_takes_a_whole_suite_per_batch() -> None:
     assert kv_bytes_per_token(smol) == 2 * 30 * 3 * 64 * 4
     assert batch_size_for(30, 200 + 128, kv_bytes_per_token(smol)) == 30
     assert batch_size_for(100, 200 + 128, kv_bytes_per_token(smol)) == 50  # two even chunks
+
+
+def test_teacher_forced_log_probs_are_the_full_pass_ones_at_the_continuation_slots() -> None:
+    """Scoring keeps logits for the continuation slots only; each row's log-probs must be
+    the ones a full forward gives there, whatever the padding of its chunk."""
+    import torch
+
+    from shrinktests.run.engine import continuation_logprobs
+    from tests.test_prune import tiny_llama
+
+    model = tiny_llama(2)
+    prompts = [(5, 6, 7, 8, 9, 10), (3,), (11, 12, 13)]
+    conts = [(20, 21), (30, 31, 32, 33, 34), ()]
+    got = continuation_logprobs(model, 0, prompts, conts, batch_size=3)
+    for p, c, lp in zip(prompts, conts, got, strict=True):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([list(p) + list(c)])).logits[0]
+        want = torch.log_softmax(logits[len(p) - 1:len(p) + len(c) - 1].float(), -1).numpy()
+        assert lp.shape == (len(c), 64)
+        np.testing.assert_allclose(lp, want, atol=1e-5)

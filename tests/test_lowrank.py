@@ -95,3 +95,25 @@ def test_eora_without_calibration_falls_back_to_plain_svd_and_says_so() -> None:
     LowRankCorrection(rank=2, scope=Scope(part="attention", layers=(0,))).apply(model, ctx)
     assert ctx.stats["eora"]["activation_aware"] is False
     assert ctx.stats["eora"]["layers"] == 4
+
+
+def test_modules_reading_one_input_share_one_covariance_with_the_same_values() -> None:
+    """q/k/v read the same tensor, and so do gate/up: one accumulation each, equal bit for bit
+    to what each module's own accumulation gives; o and down read their own inputs."""
+    from shrinktests.compression.lowrank import input_covariances
+
+    model = tiny_llama(2)
+    modules = list(Scope().linear_modules(model))
+    calibration = (torch.tensor([1, 5, 9, 3, 7]), torch.tensor([2, 4, 6]))
+    shared = input_covariances(model, modules, calibration)
+    alone = {name: input_covariances(model, [(name, m)], calibration)[name]
+             for name, m in modules}
+    for name in alone:
+        assert torch.equal(shared[name], alone[name]), name
+    for layer in ("model.layers.0", "model.layers.1"):
+        attn, mlp = f"{layer}.self_attn", f"{layer}.mlp"
+        assert shared[f"{attn}.q_proj"] is shared[f"{attn}.k_proj"] is shared[f"{attn}.v_proj"]
+        assert shared[f"{mlp}.gate_proj"] is shared[f"{mlp}.up_proj"]
+        assert shared[f"{attn}.o_proj"] is not shared[f"{attn}.q_proj"]
+        assert shared[f"{mlp}.down_proj"] is not shared[f"{mlp}.up_proj"]
+    assert len({id(c) for c in shared.values()}) == 8

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from shrinktests.atlas.resume import LayerInputs
 from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import ATTENTION, MLP, Scope
@@ -31,6 +32,8 @@ from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+    from shrinktests.run.engine import ChunkForward
 
 PARTS = ("attention", "mlp")
 FAMILIES = ATTENTION + MLP
@@ -208,24 +211,42 @@ class Probe:
     epsilon: float
     baseline: list[npt.NDArray[np.float32]] = field(default_factory=list)
     batch_size: int = 8
+    #: the unperturbed state entering each decoder layer (None: every pass runs whole)
+    layer_inputs: LayerInputs | None = None
 
-    def logprobs(self, model: torch.nn.Module) -> list[npt.NDArray[np.float32]]:
+    def logprobs(self, model: torch.nn.Module, forward: ChunkForward | None = None,
+                 ) -> list[npt.NDArray[np.float32]]:
         from shrinktests.run.engine import continuation_logprobs
 
         return continuation_logprobs(model, self.pad_id, self.prompts, self.continuations,
-                                     self.batch_size, by_length=True)
+                                     self.batch_size, by_length=True, forward=forward)
 
     def record(self, model: torch.nn.Module) -> None:
-        """Score the unperturbed model once (held in memory: [tokens, vocab] float32)."""
-        self.baseline = self.logprobs(model)
+        """Score the unperturbed model once (held in memory: [tokens, vocab] float32), keeping
+        the state entering each decoder layer where a pass can start there: checked here
+        against the whole pass, bit for bit, or not used."""
+        inputs = LayerInputs(model)
+        if not inputs.usable:
+            self.baseline, self.layer_inputs = self.logprobs(model), None
+            return
+        self.baseline = self.logprobs(model, inputs.recording())
+        middle = len(inputs.chunks[0]) // 2 if inputs.chunks else 0
+        same = all(np.array_equal(a, b) for a, b in zip(
+            self.baseline, self.logprobs(model, inputs.from_layer(middle)), strict=True))
+        self.layer_inputs = inputs if same else None
 
-    def drift(self, model: torch.nn.Module) -> ScopeDrift:
+    def drift(self, model: torch.nn.Module, layer: int | None = None) -> ScopeDrift:
+        """Drift of ``model`` from the baseline; with ``layer``, the model differs from the
+        unperturbed one only from that decoder layer on, and the pass starts there."""
         from shrinktests.judging.metrics import teacher_forced
 
         if not self.baseline:
             raise AtlasError("record the baseline distributions before measuring drift")
+        forward = (self.layer_inputs.from_layer(layer)
+                   if layer is not None and self.layer_inputs is not None else None)
         tfs = [teacher_forced(b, c, t) for b, c, t in
-               zip(self.baseline, self.logprobs(model), self.continuations, strict=True)]
+               zip(self.baseline, self.logprobs(model, forward), self.continuations,
+                   strict=True)]
         return drift_summary(tfs, self.epsilon)
 
     def max_difference(self, model: torch.nn.Module) -> float:
@@ -353,7 +374,7 @@ class Atlas:
                                  "needs one that changes layers in place")
             bits = weight_bits(model, names, ctx.packed_bytes)
             mse, rel = scope_error(before, model)
-            drift = self.probe.drift(model)
+            drift = self.probe.drift(model, scope.layer)
         curve = mse_curve(before, method, curve_bits) if curve_bits else {}
         return ScopeResult(scope.id, scope.layer, scope.part, len(modules), params, bits, mse,
                            rel, drift, time.perf_counter() - start, curve)

@@ -182,17 +182,30 @@ def input_covariances(
     model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
     calibration: tuple[torch.Tensor, ...],
 ) -> dict[str, torch.Tensor]:
-    """E[x xᵀ] of each module's inputs over the calibration prompts (one forward each)."""
+    """E[x xᵀ] of each module's inputs over the calibration prompts (one forward each).
+
+    Modules that read the very same input tensor (q/k/v, gate/up) share one covariance
+    object, accumulated once (and later decomposed once): the tensor each module saw is held
+    until the forward ends, so ``is`` cannot match a freed tensor's reused memory."""
     import torch
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
+    twin_of: dict[str, str] = {}  # module -> the module whose accumulation it shares
+    seen: dict[str, torch.Tensor] = {}  # this forward's input of each module, held alive
 
     def hook_for(name: str) -> Any:
         def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
-            sums[name] = sums.get(name, 0) + x.T @ x
-            counts[name] = counts.get(name, 0) + x.shape[0]
+            x = args[0]
+            twin = next((n for n, t in seen.items() if t is x and n not in twin_of), None)
+            seen[name] = x
+            if twin is not None and twin_of.setdefault(name, twin) == twin:
+                return
+            if name in twin_of:
+                raise RuntimeError(f"{name} read its own input this time, not {twin_of[name]}'s")
+            flat = x.detach().reshape(-1, x.shape[-1]).double()
+            sums[name] = sums.get(name, 0) + flat.T @ flat
+            counts[name] = counts.get(name, 0) + flat.shape[0]
         return hook
 
     handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules]
@@ -200,16 +213,11 @@ def input_covariances(
         with torch.no_grad(), keep_bnb_layout(model):
             for ids in calibration:
                 model(input_ids=ids.reshape(1, -1))
+                seen.clear()
     finally:
         for h in handles:
             h.remove()
-    covariances: dict[str, torch.Tensor] = {}
-    for name in sums:
-        cov = sums[name] / counts[name]
-        # siblings in one block that saw exactly the same inputs share the object (one eigh)
-        block = name.rpartition(".")[0].rpartition(".")[0]
-        same = next((c for n, c in covariances.items()
-                     if n.rpartition(".")[0].rpartition(".")[0] == block
-                     and c.shape == cov.shape and torch.equal(c, cov)), None)
-        covariances[name] = cov if same is None else same
+    covariances = {name: total / counts[name] for name, total in sums.items()}
+    for name, twin in twin_of.items():
+        covariances[name] = covariances[twin]
     return covariances
