@@ -252,7 +252,6 @@ def _greedy_chunk(
     logits; and a row with a known prefix starts after it.
     """
     import torch
-    from transformers import DynamicCache
 
     k = settings.top_k
     known = list(prefixes) if prefixes else [None] * len(prompts)
@@ -278,7 +277,7 @@ def _greedy_chunk(
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)
         attention: torch.Tensor | None = None if bool((mask == 1).all()) else mask
         keep_last = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
-        cache = DynamicCache(config=model.config)  # type: ignore[arg-type]
+        cache = growing_cache(model)
         rows = torch.tensor(live, device=device)  # batch row -> prompt index
         lengths = torch.tensor([len(tokens[i]) for i in live], device=device)
         step_input, step_pos = ids, positions
@@ -346,6 +345,58 @@ def _greedy_chunk(
     prompt_seconds = (first_token_at or end) - t0
     new_tokens = sum(len(tokens[i]) - len(pre[i].token_ids) for i in range(len(prompts)))
     return gens, Timings(prompt_tokens, prompt_seconds, new_tokens, end - t0)
+
+
+def growing_cache(model: torch.nn.Module) -> Any:
+    """A ``DynamicCache`` for ``model`` whose full-attention layers keep keys and values in a
+    buffer with room to spare. transformers' own layer concatenates the whole cache with each
+    new token: at a batch of 32 that copy was a third of a decoding step on 2 cores. The
+    attention reads the same numbers either way, so the outputs are the same bit for bit."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def lazy_initialization(self, key_states: torch.Tensor,
+                                value_states: torch.Tensor) -> None:
+            super().lazy_initialization(key_states, value_states)
+            self.buffers: tuple[torch.Tensor, torch.Tensor] | None = None
+            self.length = 0
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor,
+                   *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            end = self.length + key_states.shape[-2]
+            if self.buffers is None or end > self.buffers[0].shape[-2]:
+                room = max(2 * end, 64)  # doubling: copies stay a small share of the work
+                keys = key_states.new_empty((*key_states.shape[:-2], room, key_states.shape[-1]))
+                values = value_states.new_empty(
+                    (*value_states.shape[:-2], room, value_states.shape[-1]))
+                if self.length:
+                    keys[..., :self.length, :] = self.keys  # type: ignore[assignment]
+                    values[..., :self.length, :] = self.values  # type: ignore[assignment]
+                self.buffers = (keys, values)
+            assert self.buffers is not None
+            self.buffers[0][..., self.length:end, :] = key_states
+            self.buffers[1][..., self.length:end, :] = value_states
+            self.length = end
+            self.keys = self.buffers[0][..., :end, :]
+            self.values = self.buffers[1][..., :end, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.buffers is not None and self.length:
+                self.buffers = (self.buffers[0][indices], self.buffers[1][indices])
+                self.keys = self.buffers[0][..., :self.length, :]
+                self.values = self.buffers[1][..., :self.length, :]
+
+        def crop(self, tokens_to_remove: int) -> None:
+            raise NotImplementedError("the engine never crops its cache")
+
+    cache = DynamicCache(config=model.config)  # type: ignore[arg-type]
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer  # type: ignore[no-untyped-call]
+                    for layer in cache.layers]
+    return cache
 
 
 def _stack(steps: list[Any], k: int, dtype: type) -> Any:
