@@ -182,3 +182,33 @@ def test_live_mode_never_reads_a_stored_reference(tmp_path: Path) -> None:
     assert auto.get(suite) is None  # no file: the baseline runs live, and the note says why
     assert auto.notes["tiny"] == "live (no stored reference)"
     assert auto.path(suite) == tmp_path / "snapshots" / "reference" / "tiny.safetensors"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RSS from /proc")
+def test_freed_heap_memory_goes_back_to_the_system() -> None:
+    """Blocks freed between blocks still alive stay in the C heap (resident) until trimmed:
+    the way freed tensors piled up over a run of configs. After return_freed_memory they
+    are given back."""
+    from shrinktests.run.resources import _malloc_trim, return_freed_memory
+
+    if _malloc_trim() is None:
+        pytest.skip("this C library has no malloc_trim")
+
+    def rss_mb() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError("no RssAnon in /proc/self/status")
+
+    return_freed_memory()
+    before = rss_mb()
+    big, keep = [], []
+    for i in range(3000):  # 64 KB blocks (under glibc's mmap threshold), each pinned by a
+        big.append(bytes([i % 251]) * 65536)  # small block after it
+        keep.append(bytes([i % 251]) * 1024)
+    grown = rss_mb()
+    del big
+    assert grown - before > 150
+    return_freed_memory()
+    assert rss_mb() - before < (grown - before) / 3
+    assert len(keep) == 3000

@@ -12,6 +12,7 @@ and 128 elsewhere; ranks here are capped by the matrix size and set per scope wi
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -141,8 +142,12 @@ class LowRankCorrection(ScopedMethod):
 
         covariances = (input_covariances(model, modules, ctx.calibration)
                        if self.activation_aware and ctx.calibration else {})
-        # layers fed the same input (q/k/v, gate/up) share one covariance object: one eigh
+        # layers fed the same input (q/k/v, gate/up) share one covariance object: one eigh,
+        # dropped (with the covariance) once its last layer is corrected, so one layer's
+        # bases are held at a time rather than the whole model's
         bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        users = Counter(id(cov) for cov in covariances.values())
+        activation_aware = bool(covariances)
         n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         ranks: dict[str, int] = {}
         added = 0
@@ -158,10 +163,14 @@ class LowRankCorrection(ScopedMethod):
                 rank = min(self.rank_for(name, n_layers), *delta.shape)
                 basis = None
                 if name in covariances:
-                    cov = covariances[name]
+                    cov = covariances.pop(name)
                     if id(cov) not in bases:
                         bases[id(cov)] = input_basis(cov, self.damping)
                     basis = bases[id(cov)]
+                    users[id(cov)] -= 1
+                    if not users[id(cov)]:
+                        del bases[id(cov)]
+                    del cov
                 b, a = low_rank_factors(delta, rank, basis)
                 parent_name, _, leaf = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
@@ -171,7 +180,7 @@ class LowRankCorrection(ScopedMethod):
                 added += b.numel() + a.numel()
         ctx.stats["eora"] = {
             "layers": len(ranks),
-            "activation_aware": bool(covariances),
+            "activation_aware": activation_aware,
             "ranks": sorted(set(ranks.values())),
             "added_params": added,
         }
@@ -217,7 +226,9 @@ def input_covariances(
     finally:
         for h in handles:
             h.remove()
-    covariances = {name: total / counts[name] for name, total in sums.items()}
+    # each sum is dropped as its mean is made: the covariances of a 30-layer model are
+    # 0.8 GB in float64, and holding both sets doubled the peak of a compression
+    covariances = {name: sums.pop(name) / counts[name] for name in list(sums)}
     for name, twin in twin_of.items():
         covariances[name] = covariances[twin]
     return covariances

@@ -7,7 +7,6 @@ goes on: one config crashing never takes down the others.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import NoReturn
@@ -17,6 +16,7 @@ from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
 from shrinktests.run.model import stored_param_count
 from shrinktests.run.progress import PhaseClock, Progress
+from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
 from shrinktests.run.variant import (
     Variant,
@@ -66,6 +66,7 @@ class VariantPool:
                                                          ref_params, calibration,
                                                          self.inputs.device)
                 note_device_memory(self._variants[name].stats, self.inputs.device)
+            return_freed_memory()  # what loading and compressing left behind
             self.progress.clear()
             built = self._variants[name].stats
             self.clock.add("load", built.load_seconds)
@@ -109,7 +110,7 @@ class VariantPool:
         """Free a config's model once its tests are done (the reference stays loaded); on a
         GPU its memory goes back too, so only one candidate is on the device at a time."""
         if name != self.reference and self._variants.pop(name, None) is not None:
-            gc.collect()
+            return_freed_memory()
             if self.inputs.device.startswith("cuda"):
                 import torch
 

@@ -39,6 +39,7 @@ from shrinktests.run.model import ModelSource
 from shrinktests.run.pool import VariantPool, note_device_memory
 from shrinktests.run.progress import PhaseClock, Progress
 from shrinktests.run.replaying import AcceptedState
+from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
 from shrinktests.run.stored import StoredReferences, stored_generations
 from shrinktests.run.variant import Variant, VariantStats
@@ -308,6 +309,7 @@ class ShrinkSession:
                                              prefixes=prefixes)
                 self.progress.clear()
                 note_device_memory(self.variant(name).stats, self.inputs.device)
+                return_freed_memory()
                 self.generate_calls += 1
                 cached = (gens, timings)
                 self.cache.put("generation", key, cached)
@@ -367,6 +369,7 @@ class ShrinkSession:
                     cached = [teacher_forced(b, c, base[i].token_ids)
                               for (i, b), (_, c) in pairs]
                 self.progress.clear()
+                return_freed_memory()
                 self.cache.put("teacher-forced", key, cached)
             self._tf[mem] = cached
         return self._tf[mem]
@@ -383,6 +386,7 @@ class ShrinkSession:
                        [p.prompt_ids for p in stored.prompts],
                        [p.token_ids for p in stored.prompts])]
         self.progress.clear()
+        return_freed_memory()
         return out
 
     # ------------------------------------------------------------------ judgements
