@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from shrinktests.judging.metrics import (
+    BaselineSide,
     TeacherForced,
     first_divergence,
     is_near_tie,
@@ -281,6 +282,23 @@ def test_teacher_forced_properties_are_consistent(
     expected_ratio = float(np.mean(b[np.arange(t), targets] - c[np.arange(t), targets]))
     assert tf.ln_ppl_ratio == pytest.approx(expected_ratio, abs=1e-9)
     assert np.all((tf.base_margin >= -1e-12) & (tf.base_margin <= 1.0 + 1e-12))
+
+
+@fast
+@given(logit_pairs(), st.data())
+def test_teacher_forced_with_a_prepared_baseline_is_the_same_bit_for_bit(
+    pair: tuple[np.ndarray, np.ndarray], data: st.DataObject
+) -> None:
+    """The baseline's half computed once (as the atlas does for its ~60 scopes) changes no
+    figure, and leaving out the candidate's top-k leaves the rest as it was."""
+    b, c = log_softmax(pair[0]).astype(np.float32), log_softmax(pair[1]).astype(np.float32)
+    t, v = b.shape
+    targets = data.draw(st.lists(st.integers(0, v - 1), min_size=t, max_size=t))
+    plain = teacher_forced(b, c, targets)
+    prepared = teacher_forced(BaselineSide.of(b), c, targets, candidate_top=False)
+    for name in ("kl", "top1_agree", "p_base", "p_cand", "base_margin"):
+        assert np.array_equal(getattr(plain, name), getattr(prepared, name)), name
+    assert prepared.cand_top_ids is None and plain.cand_top_ids is not None
 
 
 def test_teacher_forced_worked_example() -> None:

@@ -27,7 +27,7 @@ from shrinktests.atlas.resume import LayerInputs
 from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import ATTENTION, MLP, Scope
-from shrinktests.judging.metrics import TeacherForced
+from shrinktests.judging.metrics import BaselineSide, TeacherForced
 from shrinktests.schema import ConfigError
 
 if TYPE_CHECKING:
@@ -213,6 +213,7 @@ class Probe:
     batch_size: int = 8
     #: the unperturbed state entering each decoder layer (None: every pass runs whole)
     layer_inputs: LayerInputs | None = None
+    _sides: list[BaselineSide] = field(default_factory=list, repr=False)
 
     def logprobs(self, model: torch.nn.Module, forward: ChunkForward | None = None,
                  ) -> list[npt.NDArray[np.float32]]:
@@ -225,6 +226,7 @@ class Probe:
         """Score the unperturbed model once (held in memory: [tokens, vocab] float32), keeping
         the state entering each decoder layer where a pass can start there: checked here
         against the whole pass, bit for bit, or not used."""
+        self._sides = []
         inputs = LayerInputs(model)
         if not inputs.usable:
             self.baseline, self.layer_inputs = self.logprobs(model), None
@@ -244,10 +246,16 @@ class Probe:
             raise AtlasError("record the baseline distributions before measuring drift")
         forward = (self.layer_inputs.from_layer(layer)
                    if layer is not None and self.layer_inputs is not None else None)
-        tfs = [teacher_forced(b, c, t) for b, c, t in
-               zip(self.baseline, self.logprobs(model, forward), self.continuations,
+        tfs = [teacher_forced(b, c, t, candidate_top=False) for b, c, t in
+               zip(self.baseline_sides(), self.logprobs(model, forward), self.continuations,
                    strict=True)]
         return drift_summary(tfs, self.epsilon)
+
+    def baseline_sides(self) -> list[BaselineSide]:
+        """The baseline's half of every comparison, computed once for all scopes."""
+        if not self._sides:
+            self._sides = [BaselineSide.of(b) for b in self.baseline]
+        return self._sides
 
     def max_difference(self, model: torch.nn.Module) -> float:
         """Largest |log-prob| difference between ``model`` and the recorded baseline."""

@@ -75,10 +75,14 @@ def kl_per_token(base_logp: FloatArray, cand_logp: FloatArray) -> FloatArray:
     is clipped at 0 from below to absorb float rounding on identical distributions.
     """
     b = np.asarray(base_logp, dtype=np.float64)
-    c = np.asarray(cand_logp, dtype=np.float64)
-    p = np.exp(b)
+    return _kl(b, np.exp(b), np.asarray(cand_logp, dtype=np.float64))
+
+
+def _kl(b: FloatArray, p: FloatArray, c: FloatArray) -> FloatArray:
+    """KL terms in float64 from log-probs of any float type (a float32 input is widened
+    exactly, so the result is the same as from float64 copies, without the copies)."""
     with np.errstate(invalid="ignore"):
-        terms = np.where(p > 0, p * (b - c), 0.0)
+        terms = np.where(p > 0, p * np.subtract(b, c, dtype=np.float64), 0.0)
     out: FloatArray = np.maximum(terms.sum(axis=-1), 0.0)
     return out
 
@@ -160,34 +164,66 @@ def top_k_rows(logp: FloatArray, k: int = 5) -> tuple[npt.NDArray[np.int64],
     return ids, np.take_along_axis(a, ids, axis=-1).astype(np.float32)
 
 
+@dataclass(frozen=True)
+class BaselineSide:
+    """The baseline's half of :func:`teacher_forced` for one continuation: its log-probs (as
+    given), their probabilities in float64, argmax and top-1/top-2 margin. Computed once
+    where many candidates meet one baseline (the sensitivity atlas scores some 60
+    perturbations against it): an exponent and a partition of [T, V] saved per candidate."""
+
+    logp: FloatArray
+    p: FloatArray
+    argmax: npt.NDArray[np.int64]
+    margin: FloatArray
+
+    @classmethod
+    def of(cls, base_logp: FloatArray) -> BaselineSide:
+        b = np.asarray(base_logp)
+        if not np.issubdtype(b.dtype, np.floating):
+            b = b.astype(np.float64)
+        if b.ndim != 2:
+            raise ValueError(f"shape mismatch: base {b.shape} is not [tokens, vocab]")
+        if b.shape[0]:
+            top2 = (np.partition(b, -2, axis=-1)[:, -2:] if b.shape[1] >= 2 else
+                    np.concatenate([b, np.full_like(b, -np.inf)], axis=-1)).astype(np.float64)
+            margin = np.exp(top2.max(axis=-1)) - np.exp(top2.min(axis=-1))
+        else:
+            margin = np.zeros(0)
+        return cls(logp=b, p=np.exp(b.astype(np.float64)),
+                   argmax=b.argmax(axis=-1) if b.shape[0] else np.zeros(0, np.int64),
+                   margin=margin)
+
+
 def teacher_forced(
-    base_logp: FloatArray, cand_logp: FloatArray, targets: Sequence[int]
+    base_logp: FloatArray | BaselineSide, cand_logp: FloatArray, targets: Sequence[int],
+    candidate_top: bool = True,
 ) -> TeacherForced:
-    """Compare two [T, V] log-probability arrays predicting the same ``targets`` (length T)."""
-    b = np.asarray(base_logp, dtype=np.float64)
-    c = np.asarray(cand_logp, dtype=np.float64)
-    if b.shape != c.shape or b.ndim != 2 or b.shape[0] != len(targets):
+    """Compare two [T, V] log-probability arrays predicting the same ``targets`` (length T).
+
+    ``base_logp`` may come prepared (:class:`BaselineSide`), with the same results bit for
+    bit; ``candidate_top=False`` leaves out the candidate's top-k (only resumed generation
+    reads it)."""
+    c = np.asarray(cand_logp)
+    if not np.issubdtype(c.dtype, np.floating):
+        c = c.astype(np.float64)
+    shape = base_logp.logp.shape if isinstance(base_logp, BaselineSide) else np.shape(base_logp)
+    if shape != c.shape or len(shape) != 2 or shape[0] != len(targets):
         raise ValueError(
-            f"shape mismatch: base {b.shape}, candidate {c.shape}, {len(targets)} targets"
+            f"shape mismatch: base {shape}, candidate {c.shape}, {len(targets)} targets"
         )
+    base = base_logp if isinstance(base_logp, BaselineSide) else BaselineSide.of(base_logp)
+    b = base.logp
     idx = np.asarray(list(targets), dtype=np.int64)
     rows = np.arange(len(idx))
-    if b.shape[0]:
-        top2 = np.partition(b, -2, axis=-1)[:, -2:] if b.shape[1] >= 2 else np.concatenate(
-            [b, np.full_like(b, -np.inf)], axis=-1
-        )
-        margin = np.exp(top2.max(axis=-1)) - np.exp(top2.min(axis=-1))
-    else:
-        margin = np.zeros(0)
-    cand_ids, cand_logp = top_k_rows(cand_logp)
+    cand_ids, cand_logp_k = top_k_rows(cand_logp) if candidate_top else (None, None)
     return TeacherForced(
-        kl=kl_per_token(b, c),
-        top1_agree=(b.argmax(axis=-1) == c.argmax(axis=-1)) if b.shape[0] else np.zeros(0, bool),
-        p_base=np.exp(b[rows, idx]),
-        p_cand=np.exp(c[rows, idx]),
-        base_margin=margin,
+        kl=_kl(b, base.p, c),
+        top1_agree=(base.argmax == c.argmax(axis=-1)) if b.shape[0] else np.zeros(0, bool),
+        p_base=np.exp(b[rows, idx].astype(np.float64)),
+        p_cand=np.exp(c[rows, idx].astype(np.float64)),
+        base_margin=base.margin,
         cand_top_ids=cand_ids,
-        cand_top_logp=cand_logp,
+        cand_top_logp=cand_logp_k,
     )
 
 
