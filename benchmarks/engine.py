@@ -10,9 +10,11 @@ Times, in one process on the default model (fp32, greedy), the constraints suite
 at batch 16 and 32, in two workloads: ``natural`` (answers stop at end-of-sequence, up to the
 suite's 128 tokens: what a suite run does) and ``forced`` (exactly ``--tokens`` new tokens per
 prompt: pure decoding speed, where leaving finished rows out cannot help). It also checks that
-the engine's tokens equal generate's. Not a test: a measurement.
+the engine's tokens equal generate's. Engine and ``model.generate`` run alternately,
+``--repeat`` times each, and the table gives medians: single runs on a 2-core machine moved
+by up to 20%. Not a test: a measurement.
 
-    .venv/bin/python benchmarks/engine.py [--tokens 64] [--threads 2] [--no-loop]
+    .venv/bin/python benchmarks/engine.py [--tokens 64] [--threads 2] [--repeat 3] [--no-loop]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import time
 from pathlib import Path
 
@@ -39,6 +42,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64, help="new tokens in the forced workload")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-loop", action="store_true", help="skip the sequential loop (slow)")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each way, alternated; the table gives medians")
     args = ap.parse_args()
     set_determinism(args.threads)
     source = default_model_source()
@@ -54,12 +59,17 @@ def main() -> None:
         for batch in (16, 32):
             settings = DecodingSettings(max_new_tokens=new, min_new_tokens=forced,
                                         chat_template=True, batch_size=batch)
-            t0 = time.perf_counter()
-            mine, _ = generate(model, tok, prompts, settings)
-            t_mine = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ref, _ = generate_reference(model, tok, prompts, settings)
-            t_ref = time.perf_counter() - t0
+            mine_times, ref_times = [], []
+            for _ in range(args.repeat):  # alternated, so drift of the machine hits both
+                t0 = time.perf_counter()
+                mine, _ = generate(model, tok, prompts, settings)
+                mine_times.append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                ref, _ = generate_reference(model, tok, prompts, settings)
+                ref_times.append(time.perf_counter() - t0)
+            t_mine, t_ref = statistics.median(mine_times), statistics.median(ref_times)
+            print(f"{workload} batch {batch}: engine {_spread(mine_times)}, "
+                  f"model.generate {_spread(ref_times)}", flush=True)
             same = sum(a.token_ids == b.token_ids for a, b in zip(mine, ref, strict=True))
             tokens = sum(len(g.token_ids) for g in mine)
             rows.append((workload, f"engine, batch {batch}", batch, tokens, t_mine, t_ref))
@@ -77,13 +87,19 @@ def main() -> None:
             dt = time.perf_counter() - t0
             rows.append((workload, "sequential model.generate loop", 1, n, dt, dt))
 
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\ndefault model, {len(prompts)} constraints prompts, {args.threads} threads, "
-          f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+          f"medians of {args.repeat} alternated runs, peak RSS {peak:.0f} MB")
     print(f"{'workload':9} {'way':32} {'tokens':>7} {'seconds':>8} {'tok/s':>7} "
           f"{'vs generate':>11}")
     for workload, name, _, tokens, secs, ref_secs in rows:
         print(f"{workload:9} {name:32} {tokens:7d} {secs:8.1f} {tokens / secs:7.1f} "
               f"{ref_secs / secs:10.2f}x")
+
+
+def _spread(times: list[float]) -> str:
+    return (f"median {statistics.median(times):.1f} s (min {min(times):.1f}, "
+            f"max {max(times):.1f}, {len(times)} runs)")
 
 
 if __name__ == "__main__":
