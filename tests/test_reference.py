@@ -50,6 +50,20 @@ def test_stored_kl_is_a_lower_bound_and_the_rest_is_exact(seed: int, k: int) -> 
     assert approx.base_margin == pytest.approx(exact.base_margin, abs=2e-3)
 
 
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000))
+def test_float32_log_probs_give_the_same_figures_as_their_float64_copy(seed: int) -> None:
+    """A model's float32 log-probs are widened only where read: the figures are those of a
+    float64 copy of the whole [T, V] array, bit for bit."""
+    base, cand, targets = _pair(seed)
+    ref = _ref(base, targets, 8)
+    lp = cand.astype(np.float32)
+    narrow, wide = teacher_forced_stored(ref, lp), teacher_forced_stored(ref, lp.astype(np.float64))
+    for name in ("kl", "top1_agree", "p_base", "p_cand", "base_margin", "cand_top_ids",
+                 "cand_top_logp"):
+        assert np.array_equal(getattr(narrow, name), getattr(wide, name)), name
+
+
 def test_with_the_whole_vocabulary_stored_the_kl_is_exact() -> None:
     base, cand, targets = _pair(1, v=40)
     approx = teacher_forced_stored(_ref(base, targets, 40), cand)

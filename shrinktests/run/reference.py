@@ -106,7 +106,9 @@ PromptParts = tuple[npt.NDArray[np.int32], npt.NDArray[np.float16], npt.NDArray[
 
 def teacher_forced_stored(ref: PromptReference, cand_logp: FloatArray) -> TeacherForced:
     """Teacher-forced comparison of a candidate's [T, V] log-probs with the stored sets."""
-    c = np.asarray(cand_logp, dtype=np.float64)
+    c = np.asarray(cand_logp)  # float32 from a model: only what is read is widened
+    if not np.issubdtype(c.dtype, np.floating):
+        c = c.astype(np.float64)
     t = len(ref.token_ids)
     if c.shape[0] != t or len(ref.counts) != t:
         raise ValueError(f"shape mismatch: {t} tokens, candidate {c.shape}, stored "
@@ -120,7 +122,7 @@ def teacher_forced_stored(ref: PromptReference, cand_logp: FloatArray) -> Teache
         p = np.exp(slp.astype(np.float64))
         p_rest = float(ref.rest[i])
         p *= (1.0 - p_rest) / p.sum()  # the rounded set rescaled to its exact mass
-        q = c[i, sid.astype(np.int64)]
+        q = c[i, sid.astype(np.int64)].astype(np.float64)
         q_rest = max(1.0 - float(np.exp(q).sum()), float(tiny))
         rest_term = p_rest * (math.log(p_rest) - math.log(q_rest)) if p_rest > 0 else 0.0
         kl[i] = max(float((p * (np.log(np.maximum(p, tiny)) - q)).sum()) + rest_term, 0.0)
@@ -136,7 +138,7 @@ def teacher_forced_stored(ref: PromptReference, cand_logp: FloatArray) -> Teache
         kl=kl,
         top1_agree=c.argmax(axis=-1) == top1 if t else np.zeros(0, bool),
         p_base=p_base,
-        p_cand=np.exp(c[np.arange(t), targets]) if t else np.zeros(0),
+        p_cand=np.exp(c[np.arange(t), targets].astype(np.float64)) if t else np.zeros(0),
         base_margin=margin,
         cand_top_ids=cand_ids,
         cand_top_logp=cand_logp,
