@@ -256,3 +256,33 @@ def test_gptq_as_mixed_rules_then_a_low_rank_correction() -> None:
 def test_without_calibration_prompts_it_says_what_to_give() -> None:
     with pytest.raises(ConfigError, match="needs calibration prompts"):
         build_method({"method": "gptq"}).apply(tiny_llama(1), StepContext())
+
+
+def test_compressing_holds_no_reference_to_the_model_once_done(tmp_path: Path) -> None:
+    """gptqmodel's first import keeps the frames that imported it; imported from inside a
+    compression those held the compressed model for the rest of the run. In a fresh
+    interpreter (where that import is the first), the model is freed once dropped."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "held.py"
+    script.write_text(
+        "import gc, sys, weakref, torch\n"
+        "assert 'gptqmodel' not in sys.modules\n"
+        "from shrinktests.compression.context import StepContext\n"
+        "from shrinktests.compression.registry import build_method\n"
+        "from tests.test_prune import tiny_llama\n"
+        "model = tiny_llama(2)\n"
+        "calibration = tuple(torch.randint(0, 64, (12,)) for _ in range(4))\n"
+        "model = build_method({'method': 'gptq', 'bits': 4, 'group_size': 32}).apply(\n"
+        "    model, StepContext(calibration=calibration))\n"
+        "assert 'gptqmodel' in sys.modules\n"
+        "alive = weakref.ref(model)\n"
+        "del model\n"
+        "gc.collect()\n"
+        "print('held' if alive() is not None else 'freed')\n")
+    out = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "freed"
