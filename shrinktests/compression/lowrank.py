@@ -226,9 +226,10 @@ def input_covariances(
     finally:
         for h in handles:
             h.remove()
-    # each sum is dropped as its mean is made: the covariances of a 30-layer model are
-    # 0.8 GB in float64, and holding both sets doubled the peak of a compression
-    covariances = {name: sums.pop(name) / counts[name] for name in list(sums)}
+    # each sum is dropped as its mean is made: the sums of a 30-layer model are 0.8 GB in
+    # float64, and holding both sets doubled the peak of a compression. The means are kept in
+    # float32, the precision input_basis decomposes them in, so they take half of that.
+    covariances = {name: (sums.pop(name) / counts[name]).float() for name in list(sums)}
     for name, twin in twin_of.items():
         covariances[name] = covariances[twin]
     return covariances
