@@ -39,6 +39,8 @@ accepted_item_key = pytest.StashKey[str]()
 per_prompt_item_key = pytest.StashKey[bool]()
 #: some collected test wants shrinktests' fixtures, but the plugin found no configs file
 unconfigured_key = pytest.StashKey[bool]()
+#: the embedded model's conversion has been announced (or needs no announcement)
+announced_key = pytest.StashKey[bool]()
 #: pytest-benchmark options that mean "I want benchmark numbers": they switch
 #: test_throughput on, as --shrink-bench does
 _BENCH_OPTIONS = ("benchmark_only", "benchmark_save", "benchmark_autosave",
@@ -294,18 +296,32 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def shrink_session(request: pytest.FixtureRequest) -> ShrinkSession:
     """The run's :class:`ShrinkSession` (model source, configs, suites, results)."""
     session = get_session(request.config)
-    if session.options.model is None:
-        from shrinktests.run.model import default_model_converted
-
-        plugins = request.config.pluginmanager
-        reporter = plugins.get_plugin("terminalreporter")
-        capture = plugins.get_plugin("capturemanager")
-        if reporter and capture and not default_model_converted(session.options.cache_dir):
-            with capture.global_and_fixture_disabled():  # fixture output is captured otherwise
-                reporter.write_line("\nshrinktests: converting the embedded SmolLM2 GGUF to a "
-                                    "cached safetensors copy (once, about 20 s)")
+    _announce_conversion(request.config, session)
     _show_progress(request.config, session)
     return session
+
+
+def pytest_collection(session: pytest.Session) -> None:
+    shrink = session.config.stash.get(session_key, None)
+    if shrink is not None:  # the atlas's test ids need the model's layer count
+        _announce_conversion(session.config, shrink)
+
+
+def _announce_conversion(config: pytest.Config, session: ShrinkSession) -> None:
+    """Say so before the embedded model's first conversion, which happens while tests are
+    collected when the atlas is configured, else when the first test starts."""
+    if session.options.model is not None or config.stash.get(announced_key, False):
+        return
+    from shrinktests.run.model import default_model_converted
+
+    config.stash[announced_key] = True
+    plugins = config.pluginmanager
+    reporter = plugins.get_plugin("terminalreporter")
+    capture = plugins.get_plugin("capturemanager")
+    if reporter and capture and not default_model_converted(session.options.cache_dir):
+        with capture.global_and_fixture_disabled():  # the output is captured otherwise
+            reporter.write_line("shrinktests: converting the embedded SmolLM2 GGUF to a "
+                                "cached safetensors copy (once, about 20 s)")
 
 
 def _show_progress(config: pytest.Config, session: ShrinkSession) -> None:
