@@ -98,22 +98,36 @@ def test_eora_without_calibration_falls_back_to_plain_svd_and_says_so() -> None:
 
 
 def test_modules_reading_one_input_share_one_covariance_with_the_same_values() -> None:
-    """q/k/v read the same tensor, and so do gate/up: one accumulation each, equal bit for bit
-    to what each module's own accumulation gives; o and down read their own inputs."""
-    from shrinktests.compression.lowrank import input_covariances
+    """q/k/v read the same tensor, and so do gate/up: one record each, whose covariance is
+    equal bit for bit to what each module's own record gives, and to a float64 sum built
+    during the forward passes (how it was made before inputs were kept); o and down read
+    their own inputs."""
+    from shrinktests.compression.lowrank import CalibrationInputs
 
     model = tiny_llama(2)
     modules = list(Scope().linear_modules(model))
     calibration = (torch.tensor([1, 5, 9, 3, 7]), torch.tensor([2, 4, 6]))
-    shared = input_covariances(model, modules, calibration)
-    alone = {name: input_covariances(model, [(name, m)], calibration)[name]
-             for name, m in modules}
-    for name in alone:
-        assert torch.equal(shared[name], alone[name]), name
+    shared = CalibrationInputs.record(model, modules, calibration)
+    for name, m in modules:
+        alone = CalibrationInputs.record(model, [(name, m)], calibration)
+        assert torch.equal(shared.covariance(name), alone.covariance(name)), name
+        seen: list[torch.Tensor] = []
+        handle = m.register_forward_pre_hook(lambda _m, args, out=seen: out.append(args[0]))
+        with torch.no_grad():
+            for ids in calibration:
+                model(input_ids=ids.reshape(1, -1))
+        handle.remove()
+        flat = [x.reshape(-1, x.shape[-1]).double() for x in seen]
+        summed = sum((f.T @ f for f in flat), torch.zeros(()))
+        assert torch.equal(shared.covariance(name),
+                           (summed / sum(f.shape[0] for f in flat)).float()), name
     for layer in ("model.layers.0", "model.layers.1"):
         attn, mlp = f"{layer}.self_attn", f"{layer}.mlp"
-        assert shared[f"{attn}.q_proj"] is shared[f"{attn}.k_proj"] is shared[f"{attn}.v_proj"]
-        assert shared[f"{mlp}.gate_proj"] is shared[f"{mlp}.up_proj"]
-        assert shared[f"{attn}.o_proj"] is not shared[f"{attn}.q_proj"]
-        assert shared[f"{mlp}.down_proj"] is not shared[f"{mlp}.up_proj"]
-    assert len({id(c) for c in shared.values()}) == 8
+        owner = shared.owner
+        assert owner(f"{attn}.q_proj") == owner(f"{attn}.k_proj") == owner(f"{attn}.v_proj")
+        assert owner(f"{mlp}.gate_proj") == owner(f"{mlp}.up_proj")
+        assert owner(f"{attn}.o_proj") != owner(f"{attn}.q_proj")
+        assert owner(f"{mlp}.down_proj") != owner(f"{mlp}.up_proj")
+    assert len({shared.owner(name) for name, _ in modules}) == 8
+    shared.drop("model.layers.0.self_attn.k_proj")  # a twin drops the shared record
+    assert "model.layers.0.self_attn.q_proj" not in shared

@@ -140,14 +140,16 @@ class LowRankCorrection(ScopedMethod):
     ) -> torch.nn.Module:
         import torch
 
-        covariances = (input_covariances(model, modules, ctx.calibration)
-                       if self.activation_aware and ctx.calibration else {})
-        # layers fed the same input (q/k/v, gate/up) share one covariance object: one eigh,
-        # dropped (with the covariance) once its last layer is corrected, so one layer's
-        # bases are held at a time rather than the whole model's
-        bases: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        users = Counter(id(cov) for cov in covariances.values())
-        activation_aware = bool(covariances)
+        inputs = (CalibrationInputs.record(model, modules, ctx.calibration)
+                  if self.activation_aware and ctx.calibration else None)
+        # layers fed the same input (q/k/v, gate/up) share one covariance: accumulated and
+        # decomposed once when its first layer is corrected, dropped (with the inputs) after
+        # its last, so one layer's covariances are held at a time rather than the model's
+        bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        activation_aware = bool(inputs)  # before the records are dropped one by one
+        users: Counter[str] = Counter()
+        if inputs:
+            users.update(inputs.owner(name) for name, _ in modules if name in inputs)
         n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         ranks: dict[str, int] = {}
         added = 0
@@ -162,15 +164,15 @@ class LowRankCorrection(ScopedMethod):
                 delta = original - effective_weight(module)
                 rank = min(self.rank_for(name, n_layers), *delta.shape)
                 basis = None
-                if name in covariances:
-                    cov = covariances.pop(name)
-                    if id(cov) not in bases:
-                        bases[id(cov)] = input_basis(cov, self.damping)
-                    basis = bases[id(cov)]
-                    users[id(cov)] -= 1
-                    if not users[id(cov)]:
-                        del bases[id(cov)]
-                    del cov
+                if inputs and name in inputs:
+                    owner = inputs.owner(name)
+                    if owner not in bases:
+                        bases[owner] = input_basis(inputs.covariance(owner), self.damping)
+                    basis = bases[owner]
+                    users[owner] -= 1
+                    if not users[owner]:
+                        del bases[owner]
+                        inputs.drop(owner)
                 b, a = low_rank_factors(delta, rank, basis)
                 parent_name, _, leaf = name.rpartition(".")
                 setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
@@ -187,49 +189,80 @@ class LowRankCorrection(ScopedMethod):
         return model
 
 
-def input_covariances(
-    model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
-    calibration: tuple[torch.Tensor, ...],
-) -> dict[str, torch.Tensor]:
-    """E[x xᵀ] of each module's inputs over the calibration prompts (one forward each).
+class CalibrationInputs:
+    """What each scoped module read on the calibration prompts, kept to make its input
+    covariance E[x xᵀ] when that module is corrected.
 
-    Modules that read the very same input tensor (q/k/v, gate/up) share one covariance
-    object, accumulated once (and later decomposed once): the tensor each module saw is held
-    until the forward ends, so ``is`` cannot match a freed tensor's reused memory."""
-    import torch
+    The inputs of a 30-layer model on the calibration prompts are about 75 MB in float32; all
+    its covariances, accumulated in float64 during the forward passes, were 0.8 GB, the largest
+    part of a compression's peak memory. The covariance is accumulated the same way, one
+    prompt at a time in float64, so it is the same bit for bit.
 
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-    twin_of: dict[str, str] = {}  # module -> the module whose accumulation it shares
-    seen: dict[str, torch.Tensor] = {}  # this forward's input of each module, held alive
+    Modules that read the very same input tensor (q/k/v, gate/up) share one record, kept under
+    the first of them: the tensor each module saw is held until the forward ends, so ``is``
+    cannot match a freed tensor's reused memory.
+    """
 
-    def hook_for(name: str) -> Any:
-        def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0]
-            twin = next((n for n, t in seen.items() if t is x and n not in twin_of), None)
-            seen[name] = x
-            if twin is not None and twin_of.setdefault(name, twin) == twin:
-                return
-            if name in twin_of:
-                raise RuntimeError(f"{name} read its own input this time, not {twin_of[name]}'s")
-            flat = x.detach().reshape(-1, x.shape[-1]).double()
-            sums[name] = sums.get(name, 0) + flat.T @ flat
-            counts[name] = counts.get(name, 0) + flat.shape[0]
-        return hook
+    def __init__(self, inputs: dict[str, list[torch.Tensor]], twin_of: dict[str, str]) -> None:
+        self._inputs = inputs
+        self._twin_of = twin_of
 
-    handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules]
-    try:
-        with torch.no_grad(), keep_bnb_layout(model):
-            for ids in calibration:
-                model(input_ids=ids.reshape(1, -1))
-                seen.clear()
-    finally:
-        for h in handles:
-            h.remove()
-    # each sum is dropped as its mean is made: the sums of a 30-layer model are 0.8 GB in
-    # float64, and holding both sets doubled the peak of a compression. The means are kept in
-    # float32, the precision input_basis decomposes them in, so they take half of that.
-    covariances = {name: (sums.pop(name) / counts[name]).float() for name in list(sums)}
-    for name, twin in twin_of.items():
-        covariances[name] = covariances[twin]
-    return covariances
+    @classmethod
+    def record(cls, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
+               calibration: tuple[torch.Tensor, ...]) -> CalibrationInputs:
+        """Run the calibration prompts (one forward each) and keep each module's inputs."""
+        import torch
+
+        inputs: dict[str, list[torch.Tensor]] = {}
+        twin_of: dict[str, str] = {}  # module -> the module whose inputs it shares
+        seen: dict[str, torch.Tensor] = {}  # this forward's input of each module, held alive
+
+        def hook_for(name: str) -> Any:
+            def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                x = args[0]
+                twin = next((n for n, t in seen.items() if t is x and n not in twin_of), None)
+                seen[name] = x
+                if twin is not None and twin_of.setdefault(name, twin) == twin:
+                    return
+                if name in twin_of:
+                    raise RuntimeError(
+                        f"{name} read its own input this time, not {twin_of[name]}'s")
+                inputs.setdefault(name, []).append(x.detach().reshape(-1, x.shape[-1]).clone())
+            return hook
+
+        handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules]
+        try:
+            with torch.no_grad(), keep_bnb_layout(model):
+                for ids in calibration:
+                    model(input_ids=ids.reshape(1, -1))
+                    seen.clear()
+        finally:
+            for h in handles:
+                h.remove()
+        return cls(inputs, twin_of)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.owner(name) in self._inputs
+
+    def __bool__(self) -> bool:
+        return bool(self._inputs)
+
+    def owner(self, name: str) -> str:
+        """The module whose record ``name`` reads (itself unless it shares a twin's input)."""
+        return self._twin_of.get(name, name)
+
+    def covariance(self, name: str) -> torch.Tensor:
+        """E[x xᵀ] of the inputs ``name`` read, summed in float64 and kept in float32, the
+        precision :func:`input_basis` decomposes it in."""
+        total: Any = 0
+        count = 0
+        for x in self._inputs[self.owner(name)]:
+            flat = x.double()
+            total = total + flat.T @ flat
+            count += flat.shape[0]
+        mean: torch.Tensor = (total / count).float()
+        return mean
+
+    def drop(self, name: str) -> None:
+        """Forget the inputs ``name`` read (once its last module is corrected)."""
+        self._inputs.pop(self.owner(name), None)
