@@ -118,9 +118,13 @@ def test_generation_resumed_after_the_known_prefix_equals_the_full_one(
     full, _ = generate(cand, tok, prompts, settings)
     logps = continuation_logprobs(cand, tok.pad_token_id, prompts, [g.token_ids for g in base])
     prefixes = [known_prefix(g, *top_k_rows(lp)) for g, lp in zip(base, logps, strict=True)]
-    resumed, timings = generate(cand, tok, prompts, settings, prefixes=prefixes)
+    steps: list[tuple[int, int, int]] = []
+    resumed, timings = generate(cand, tok, prompts, settings, prefixes=prefixes,
+                                on_step=lambda *a: steps.append(a))
     known = sum(len(p.token_ids) for p in prefixes if p is not None)
     assert known > 0 and timings.new_tokens == sum(len(g.token_ids) for g in resumed) - known
+    # rows start at different steps; the progress line's step still never goes back
+    assert all(later[1] >= earlier[1] for earlier, later in pairwise(steps))
     # the prefix's log-probs come from one bfloat16 forward over the whole sequence, the full
     # run's from step-by-step decoding: the same choices, not the same roundings
     _same_or_near_tie(resumed, full, "the resumed output leaves the full one", atol=None)

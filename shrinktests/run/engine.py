@@ -282,6 +282,7 @@ def _greedy_chunk(
         lengths = torch.tensor([len(tokens[i]) for i in live], device=device)
         step_input, step_pos = ids, positions
         most = settings.max_new_tokens
+        shown = 0  # the step the progress line shows, never going back
         #: per step: the prompt index of each batch row, its token, top-k ids and log-probs
         steps: list[tuple[torch.Tensor, ...]] = []
         with torch.no_grad():
@@ -308,8 +309,9 @@ def _greedy_chunk(
                                             strict=True):
                     tokens[i].append(tok)
                     finished[i] = stop_now
-                if on_step is not None:
-                    on_step(int((~ended).sum()), int(lengths.max()), most)
+                if on_step is not None:  # the longest row so far: rows that leave (a
+                    shown = max(shown, int(lengths.max()))  # resumed one, say) keep it
+                    on_step(int((~ended).sum()), shown, most)
                 if bool(ended.all()):
                     break
                 if bool(ended.any()):  # finished rows leave the batch, with their cache rows
