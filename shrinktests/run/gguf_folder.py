@@ -25,7 +25,8 @@ from typing import Any
 
 
 def write_gguf_folder(gguf: Path, folder: Path) -> None:
-    """Dequantize ``gguf`` into a safetensors model folder ``folder`` (which must not exist)."""
+    """Dequantize ``gguf`` into a safetensors model folder ``folder``: a temporary one, which
+    the caller renames whole once it is complete (``model._convert_gguf``)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
