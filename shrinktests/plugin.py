@@ -407,10 +407,12 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("shrinktests summary")
     for line in render(data):
         terminalreporter.write_line(line)
-    from shrinktests.run.progress import describe_breakdown
+    from shrinktests.run.progress import describe_breakdown, describe_slowest
 
     if breakdown := describe_breakdown(data.get("phases", {}), session.elapsed()):
         terminalreporter.write_line(breakdown)
+    if slowest := describe_slowest(data.get("config_phases", {})):
+        terminalreporter.write_line(slowest)
     if folder := config.getoption("shrink_report"):
         from shrinktests.report.files import write_report
 

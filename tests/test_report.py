@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from shrinktests.report.terminal import COLUMNS, format_row, merge_data, render
+from shrinktests.run.progress import PhaseClock, describe_slowest
 
 
 def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
@@ -17,7 +18,7 @@ def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
             "replays": [], "stale": [], "reference": [], "numerics": "torch x, 2 threads",
             "model": "M@1", "generate_calls": calls, "hits": 1, "misses": 2, "workers": 1,
             "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens",
-            "atlas": None}
+            "atlas": None, "config_phases": extra.get("config_phases", {})}
 
 
 def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
@@ -99,3 +100,25 @@ def test_the_statistics_table_marks_noise() -> None:
     assert "0.290 [0.210,0.380]" in row
     assert "+27 [+12,+41] p<.001" in row
     assert "+3 [-5,+10] p=0.55 noise" in row
+
+
+def test_the_time_breakdown_names_the_slowest_configs() -> None:
+    """Per config and phase, the clock's seconds go into the data; workers' seconds add up
+    (a config built by both cost both) and the slowest configs are named with their phases."""
+    clock = PhaseClock()
+    clock.add("compress", 100.4, "gptq-4bit")
+    clock.add("generate", 30.0, "gptq-4bit")
+    clock.add("generate", 12.0, "nf4")
+    clock.add("atlas", 50.0)  # belongs to no config
+    with clock("teacher-forced", "nf4"):
+        pass
+    assert clock.seconds["atlas"] == 50.0 and clock.seconds["generate"] == 42.0
+    assert set(clock.by_config) == {"gptq-4bit", "nf4"}
+    w1 = _part([], [], 0, config_phases=clock.by_config)
+    w2 = _part([], [], 0, config_phases={"nf4": {"load": 3.0}, "bf16": {"generate": 0.2}})
+    merged = merge_data([w1, w2], ["baseline", "nf4"])["config_phases"]
+    assert merged["nf4"]["load"] == 3.0 and merged["nf4"]["generate"] == 12.0
+    assert describe_slowest(merged, most=2) == (
+        "slowest configs: gptq-4bit 130 s (compress 100 · generate 30), "
+        "nf4 15 s (generate 12 · load 3)")
+    assert describe_slowest({"bf16": {"generate": 0.2}}) == ""

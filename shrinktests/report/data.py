@@ -94,3 +94,5 @@ class SummaryData(TypedDict):
     atlas: dict[str, Any] | None
     #: seconds per phase of the run (load, compress, generate, ...), summed over workers
     phases: dict[str, float]
+    #: config name -> phase -> seconds, summed over workers
+    config_phases: dict[str, dict[str, float]]

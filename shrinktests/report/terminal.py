@@ -241,6 +241,7 @@ def summary_data(session: ShrinkSession) -> SummaryData:
         "workload": f"{bench.prompts} prompts x {bench.new_tokens} new tokens",
         "atlas": session.atlas.data() if session.atlas and session.atlas_results() else None,
         "phases": dict(session.clock.seconds),
+        "config_phases": {n: dict(p) for n, p in session.clock.by_config.items()},
     }
 
 
@@ -280,7 +281,20 @@ def merge_data(parts: list[SummaryData], order: list[str]) -> SummaryData:
                      key=lambda a: len(a["scopes"]), default=None),
         "phases": {k: sum(p.get("phases", {}).get(k, 0.0) for p in parts)
                    for k in parts[0].get("phases", {})} if parts else {},
+        "config_phases": _sum_config_phases([p.get("config_phases", {}) for p in parts]),
     }
+
+
+def _sum_config_phases(parts: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per config and phase, the seconds of every worker (a config built by two workers,
+    once for its own tests and once as another's reference, cost both)."""
+    out: dict[str, dict[str, float]] = {}
+    for part in parts:
+        for name, phases in part.items():
+            own = out.setdefault(name, {})
+            for phase, seconds in phases.items():
+                own[phase] = own.get(phase, 0.0) + seconds
+    return out
 
 
 STATS_COLUMNS = ("config", "mean KL [CI]", "top-1 [CI]", "loops +pts [CI]",

@@ -69,8 +69,8 @@ class VariantPool:
             return_freed_memory()  # what loading and compressing left behind
             self.progress.clear()
             built = self._variants[name].stats
-            self.clock.add("load", built.load_seconds)
-            self.clock.add("compress", built.compress_seconds)
+            self.clock.add("load", built.load_seconds, name)
+            self.clock.add("compress", built.compress_seconds, name)
             self.cache.put("stats", self.inputs.stats_key(name), self._variants[name].stats)
             self.runs[name].stats = self._variants[name].stats
         return self._variants[name]

@@ -303,7 +303,7 @@ class ShrinkSession:
                     self.progress.status(f"{name}: generating {suite.name} ({len(prompts)} "
                                          f"prompts), step {done}/{most}, {rows} rows running")
 
-                with self.guard(name), self.clock("generate"):
+                with self.guard(name), self.clock("generate", name):
                     gens, timings = generate(model, self.tokenizer, prompts,
                                              self.settings(suite), on_step=step,
                                              prefixes=prefixes)
@@ -360,7 +360,7 @@ class ShrinkSession:
                 model = self.variant(name).model
                 self.progress.status(f"{name}: teacher-forced scoring of {suite.name} "
                                      "against the live baseline")
-                with self.clock("teacher-forced"), self.guard(name):
+                with self.clock("teacher-forced", name), self.guard(name):
                     # prompt by prompt, both models in step: one chunk of full-vocabulary
                     # log-probs per model in memory, not the suite's
                     pairs = zip(iter_continuation_logprobs(base_model, pad, prompts, conts),
@@ -379,7 +379,7 @@ class ShrinkSession:
 
         model = self.variant(name).model
         self.progress.status(f"{name}: teacher-forced scoring against the stored reference")
-        with self.guard(name), self.clock("teacher-forced"):
+        with self.guard(name), self.clock("teacher-forced", name):
             out = [teacher_forced_stored(stored.prompts[i], lp)
                    for i, lp in iter_continuation_logprobs(
                        model, self.tokenizer.pad_token_id,
@@ -397,7 +397,7 @@ class ShrinkSession:
         key = (name, case.id, index)
         if key not in self._checked:
             text = self.generation(name, case).text
-            with self.clock("checks"):
+            with self.clock("checks", name):
                 self._checked[key] = case.prompt.checks[index].check(text)
         return self._checked[key]
 
