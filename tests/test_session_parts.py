@@ -189,7 +189,8 @@ def test_freed_heap_memory_goes_back_to_the_system() -> None:
     """Blocks freed between blocks still alive stay in the C heap (resident) until trimmed:
     the way freed tensors piled up over a run of configs. After return_freed_memory they
     are given back."""
-    from shrinktests.run.resources import _malloc_trim, return_freed_memory
+    from shrinktests.heap import _malloc_trim
+    from shrinktests.run.resources import return_freed_memory
 
     if _malloc_trim() is None:
         pytest.skip("this C library has no malloc_trim")

@@ -28,6 +28,7 @@ from shrinktests.atlas.measure import (
     ranked,
     to_dict,
 )
+from shrinktests.heap import trim_heap
 from shrinktests.judging.budgets import Budget
 from shrinktests.judging.stats import spearman
 from shrinktests.run.cache import atomic_write_text, cache_key
@@ -143,6 +144,7 @@ class AtlasRun:
                 with s.clock("atlas"):
                     result = self.atlas().measure(self.settings.method,
                                                   parse_scope_id(scope_id), curve)
+                trim_heap()  # the scope's perturbed weights and log-probs, freed
                 s.progress.clear()
                 s.cache.put("atlas", key, result)
             self.results[scope_id] = result
@@ -234,6 +236,7 @@ class AtlasRun:
             result: ConfigResult | None = s.cache.get("atlas", key)
             if result is None:
                 result = self.atlas().evaluate(name, config.steps[n_ref:])
+                trim_heap()  # the whole model's saved weights and quantized copies, freed
                 s.cache.put("atlas", key, result)
             scored[name] = result
         if folder is not None:

@@ -12,7 +12,6 @@ import functools
 import resource
 import sys
 from pathlib import Path
-from typing import Any
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -76,18 +75,7 @@ def return_freed_memory() -> bool:
     """
     import gc
 
+    from shrinktests.heap import trim_heap
+
     gc.collect()
-    trim = _malloc_trim()
-    return bool(trim is not None and trim(0))
-
-
-@functools.cache
-def _malloc_trim() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return getattr(libc, "malloc_trim", None)
+    return trim_heap()
