@@ -201,8 +201,8 @@ class CalibrationInputs:
     are 0.65 GB in float32 (per token and layer: one input for q/k/v, one for o, one for
     gate/up, one for down). Accumulating all the covariances in float64 during the forward
     passes held 0.8 GB at once; kept inputs are dropped as their layers are corrected, so
-    memory falls from the start of the corrections. The covariance is accumulated the same way, one prompt at a
-    time in float64, so it is the same bit for bit.
+    memory falls from the start of the corrections. The covariance is accumulated the same
+    way, one prompt at a time in float64, so it is the same bit for bit.
 
     Modules that read the very same input tensor (q/k/v, gate/up) share one record, kept under
     the first of them: the tensor each module saw is held until the forward ends, so ``is``
