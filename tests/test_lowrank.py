@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -131,3 +132,50 @@ def test_modules_reading_one_input_share_one_covariance_with_the_same_values() -
     assert len({shared.owner(name) for name, _ in modules}) == 8
     shared.drop("model.layers.0.self_attn.k_proj")  # a twin drops the shared record
     assert "model.layers.0.self_attn.q_proj" not in shared
+
+
+def test_inputs_recorded_layer_by_layer_equal_a_full_pass_while_layers_are_rewritten() -> None:
+    """Each layer's inputs come as the model was on entry, bit for bit (the covariances equal
+    those of full forward passes), even though the caller zeroes every layer it was given
+    before asking for the next; a skipped layer in between still runs, and the LM head, outside
+    the decoder layers, comes last."""
+    from shrinktests.compression.lowrank import CalibrationInputs
+
+    model = tiny_llama(4)
+    wanted = [(n, m) for n, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and ".layers.2." not in n]
+    assert wanted[-1][0] == "lm_head"
+    calibration = (torch.tensor([1, 5, 9, 3, 7]), torch.tensor([2, 4, 6]))
+    full = CalibrationInputs.record(model, wanted, calibration)
+    given: list[str] = []
+    for group, inputs in CalibrationInputs.by_layer(model, wanted, calibration):
+        for name, module in group:
+            assert torch.equal(inputs.covariance(name), full.covariance(name)), name
+            given.append(name)
+            with torch.no_grad():
+                module.weight.zero_()  # what a correction may do once it has the inputs
+    assert given == [n for n, _ in wanted]
+    assert all(float(m.weight.abs().sum()) == 0 for _, m in wanted)
+
+
+def test_eora_on_bitsandbytes_nf4_reads_each_weight_before_a_forward_repacks_it(
+        tmp_path: Path) -> None:
+    """bitsandbytes repacks a 4-bit weight for its CPU kernel on the first forward pass, and
+    that layout cannot be read back exactly: the calibration passes must leave it alone."""
+    pytest.importorskip("bitsandbytes")
+    from transformers import BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)  # every matrix side a multiple of 64, as the CPU kernel's blocks need
+    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=4)).save_pretrained(tmp_path)
+    originals = dict(LlamaForCausalLM.from_pretrained(tmp_path).state_dict())
+    model = LlamaForCausalLM.from_pretrained(tmp_path, quantization_config=BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32))
+    ctx = StepContext(originals=state_dict_lookup(originals),
+                      calibration=(torch.tensor([1, 5, 9, 3, 7]), torch.tensor([2, 4, 6])))
+    LowRankCorrection(rank=4).apply(model, ctx)
+    assert ctx.stats["eora"]["activation_aware"] is True
+    assert ctx.stats["eora"]["layers"] == 14
+    out = model.generate(torch.tensor([[1, 2, 3]]), max_new_tokens=4, do_sample=False)
+    assert out.shape == (1, 7)

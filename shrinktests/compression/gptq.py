@@ -40,13 +40,20 @@ import math
 import re
 import sys
 import threading
-import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shrinktests.compression.base import MethodUnavailable, ScopedMethod
+from shrinktests.compression.layerwise import (
+    Stop,
+    capture_layer_inputs,
+    decoder_layers,
+    full_passes,
+    layer_runner,
+    split_by_layer,
+)
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
 from shrinktests.schema import ConfigError
@@ -57,7 +64,6 @@ if TYPE_CHECKING:
     from shrinktests.compression.context import StepContext
 
 PIP = "pip install gptqmodel==7.6.0"
-_LAYER = re.compile(r"^(.*?layers)\.(\d+)\.")
 
 
 def read_samples(path: Path, samples: int | None) -> list[str]:
@@ -256,10 +262,6 @@ class Gptq(ScopedMethod):
 # --------------------------------------------------------------------------- the driver
 
 
-class _Stop(Exception):
-    """Raised by a hook to end a forward pass once the wanted inputs are captured."""
-
-
 def run_sequential(
     model: torch.nn.Module, modules: Sequence[tuple[str, torch.nn.Module]],
     calibration: Sequence[torch.Tensor], make_task: Any, finish: Any,
@@ -272,25 +274,16 @@ def run_sequential(
     below produced; modules outside decoder layers (an LM head) are calibrated last, on a full
     forward pass. Returns ``finish``'s figures per module name.
     """
-    import torch
-
-    by_layer: dict[tuple[str, int], list[tuple[str, torch.nn.Module]]] = {}
-    rest: list[tuple[str, torch.nn.Module]] = []
-    for name, module in modules:
-        m = _LAYER.match(name)
-        if m is None:
-            rest.append((name, module))
-        else:
-            by_layer.setdefault((m.group(1), int(m.group(2))), []).append((name, module))
+    by_layer, rest = split_by_layer(modules)
     results: dict[str, dict[str, float]] = {}
     if by_layer:
         container = next(iter(by_layer))[0]
-        layers = typing.cast("torch.nn.ModuleList", model.get_submodule(container))
+        layers = decoder_layers(model, container)
         first = min(i for _, i in by_layer)
-        hidden, kwargs = _capture_layer_inputs(model, layers, first, calibration)
+        hidden, kwargs = capture_layer_inputs(model, layers, first, calibration)
         for i in range(first, 1 + max(i for _, i in by_layer)):
             layer = layers[i]
-            run = _layer_runner(layer, hidden, kwargs[i])
+            run = layer_runner(layer, hidden, kwargs[i])
             pending = by_layer.get((container, i), [])
             while pending:
                 group = _next_group(pending, run)
@@ -298,67 +291,10 @@ def run_sequential(
                 pending = [(n, m) for n, m in pending if n not in dict(group)]
             hidden = run()
     if rest:
-        def run_full() -> None:
-            with torch.no_grad():
-                for ids in calibration:
-                    with contextlib.suppress(_Stop):
-                        model(input_ids=ids.reshape(1, -1), use_cache=False)
+        run_full = full_passes(model, calibration)
         for one in rest:
             results.update(_quantize_group([one], run_full, make_task, finish))
     return results
-
-
-def _capture_layer_inputs(
-    model: torch.nn.Module, layers: Any, first: int, calibration: Sequence[torch.Tensor],
-) -> tuple[list[torch.Tensor], list[list[dict[str, Any]]]]:
-    """The hidden states entering layer ``first`` and every layer's keyword arguments
-    (rotary embeddings, masks: per layer, since layer types may differ), per sample."""
-    import torch
-
-    hidden: list[torch.Tensor] = []
-    kwargs: list[list[dict[str, Any]]] = [[] for _ in range(len(layers))]
-
-    def pre_hook(i: int) -> Any:
-        def hook(_m: torch.nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
-            states = args[0] if args else kw["hidden_states"]
-            if i == first:
-                hidden.append(states.detach())
-            kwargs[i].append({k: v for k, v in kw.items() if k != "hidden_states"})
-            if i == len(layers) - 1:
-                raise _Stop
-        return hook
-
-    handles = [layer.register_forward_pre_hook(pre_hook(i), with_kwargs=True)
-               for i, layer in enumerate(layers)]
-    try:
-        with torch.no_grad():
-            for ids in calibration:
-                with contextlib.suppress(_Stop):
-                    model(input_ids=ids.reshape(1, -1), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    return hidden, kwargs
-
-
-def _layer_runner(layer: torch.nn.Module, hidden: list[torch.Tensor],
-                  kwargs: list[dict[str, Any]]) -> Any:
-    """``run(limit=None)``: the layer over the first ``limit`` samples' hidden states; returns
-    its outputs. A hook may raise :class:`_Stop` to end one sample's pass early, once the
-    inputs it wants are seen (the rest of the layer is then not computed)."""
-    import torch
-
-    def run(limit: int | None = None) -> list[torch.Tensor]:
-        outs = []
-        with torch.no_grad():
-            for states, kw in list(zip(hidden, kwargs, strict=True))[:limit]:
-                try:
-                    out = layer(states, **kw)
-                except _Stop:
-                    continue
-                outs.append((out[0] if isinstance(out, tuple) else out).detach())
-        return outs
-    return run
 
 
 def _next_group(pending: list[tuple[str, torch.nn.Module]], run: Any
@@ -373,7 +309,7 @@ def _next_group(pending: list[tuple[str, torch.nn.Module]], run: Any
         def record(_m: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             calls.append((name, args[0]))
             if len(calls) == len(pending):
-                raise _Stop
+                raise Stop
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in pending]
@@ -403,7 +339,7 @@ def _quantize_group(group: list[tuple[str, torch.nn.Module]], run: Any, make_tas
             seen.add(name)
             if len(seen) == len(tasks):  # this sample gave every module its input
                 seen.clear()
-                raise _Stop
+                raise Stop
         return add
 
     handles = [module.register_forward_hook(hook(name)) for name, module in group]

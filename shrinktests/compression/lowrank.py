@@ -13,10 +13,19 @@ and 128 elsewhere; ranks here are capped by the matrix size and set per scope wi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shrinktests.compression.base import MethodUnavailable, ScopedMethod
+from shrinktests.compression.layerwise import (
+    ModuleT,
+    capture_layer_inputs,
+    decoder_layers,
+    full_passes,
+    layer_runner,
+    split_by_layer,
+)
 from shrinktests.compression.measure import effective_weight, keep_bnb_layout
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
@@ -141,49 +150,20 @@ class LowRankCorrection(ScopedMethod):
     ) -> torch.nn.Module:
         import torch
 
-        inputs = (CalibrationInputs.record(model, modules, ctx.calibration)
-                  if self.activation_aware and ctx.calibration else None)
-        # layers fed the same input (q/k/v, gate/up) share one covariance: accumulated and
-        # decomposed once when its first layer is corrected, dropped (with the inputs) after
-        # its last, so one layer's covariances are held at a time rather than the model's
-        bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        activation_aware = bool(inputs)  # before the records are dropped one by one
-        users: Counter[str] = Counter()
-        if inputs:
-            users.update(inputs.owner(name) for name, _ in modules if name in inputs)
+        # with calibration, layer by layer: each decoder layer's inputs are recorded (on the
+        # outputs of the uncorrected layers below) just before its modules are corrected, so
+        # one layer's inputs are held at a time rather than the model's
+        groups: Iterable[tuple[list[tuple[str, torch.nn.Linear]], CalibrationInputs | None]] = (
+            CalibrationInputs.by_layer(model, modules, ctx.calibration)
+            if self.activation_aware and ctx.calibration else [(modules, None)])
         n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         ranks: dict[str, int] = {}
         added = 0
+        activation_aware = False
         with torch.no_grad():
-            for name, module in modules:
-                key = f"{name}.weight"
-                original = ctx.original_weight(key)
-                if original is None:
-                    raise MethodUnavailable(
-                        "eora needs the original weights, but the model folder has no "
-                        "safetensors files to read them from")
-                delta = original - effective_weight(module)
-                rank = min(self.rank_for(name, n_layers), *delta.shape)
-                basis = None
-                if inputs and name in inputs:
-                    owner = inputs.owner(name)
-                    if owner not in bases:
-                        bases[owner] = input_basis(inputs.covariance(owner), self.damping)
-                    basis = bases[owner]
-                    users[owner] -= 1
-                    if not users[owner]:
-                        del bases[owner]
-                        inputs.drop(owner)
-                b, a = low_rank_factors(delta, rank, basis)
-                parent_name, _, leaf = name.rpartition(".")
-                setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
-                if key in ctx.packed_bytes:  # the quantized weight now lives one level down
-                    ctx.packed_bytes[f"{name}.base.weight"] = ctx.packed_bytes.pop(key)
-                ranks[name] = rank
-                added += b.numel() + a.numel()
-                # the weights, differences and covariances of this layer, freed, go back to
-                # the system now: left in the heap they added up to 0.8 GB over the model
-                trim_heap()
+            for group, inputs in groups:
+                activation_aware = activation_aware or bool(inputs)
+                added += self._correct(model, group, inputs, ctx, n_layers, ranks)
         ctx.stats["eora"] = {
             "layers": len(ranks),
             "activation_aware": activation_aware,
@@ -192,21 +172,64 @@ class LowRankCorrection(ScopedMethod):
         }
         return model
 
+    def _correct(self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
+                 inputs: CalibrationInputs | None, ctx: StepContext, n_layers: int | None,
+                 ranks: dict[str, int]) -> int:
+        """Wrap each of ``modules`` with its correction; returns the parameters added."""
+
+        # layers fed the same input (q/k/v, gate/up) share one covariance: accumulated and
+        # decomposed once when its first layer is corrected, dropped (with the inputs) after
+        # its last
+        bases: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        users: Counter[str] = Counter()
+        if inputs:
+            users.update(inputs.owner(name) for name, _ in modules if name in inputs)
+        added = 0
+        for name, module in modules:
+            key = f"{name}.weight"
+            original = ctx.original_weight(key)
+            if original is None:
+                raise MethodUnavailable(
+                    "eora needs the original weights, but the model folder has no "
+                    "safetensors files to read them from")
+            delta = original - effective_weight(module)
+            rank = min(self.rank_for(name, n_layers), *delta.shape)
+            basis = None
+            if inputs and name in inputs:
+                owner = inputs.owner(name)
+                if owner not in bases:
+                    bases[owner] = input_basis(inputs.covariance(owner), self.damping)
+                basis = bases[owner]
+                users[owner] -= 1
+                if not users[owner]:
+                    del bases[owner]
+                    inputs.drop(owner)
+            b, a = low_rank_factors(delta, rank, basis)
+            parent_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
+            if key in ctx.packed_bytes:  # the quantized weight now lives one level down
+                ctx.packed_bytes[f"{name}.base.weight"] = ctx.packed_bytes.pop(key)
+            ranks[name] = rank
+            added += b.numel() + a.numel()
+            # the weights, differences and covariances of this layer, freed, go back to
+            # the system now: left in the heap they added up to 0.8 GB over the model
+            trim_heap()
+        return added
+
 
 class CalibrationInputs:
     """What each scoped module read on the calibration prompts, kept to make its input
     covariance E[x xᵀ] when that module is corrected.
 
-    The inputs of SmolLM2-135M's 30 layers on the shipped suites' 1,729 calibration tokens
-    are 0.65 GB in float32 (per token and layer: one input for q/k/v, one for o, one for
-    gate/up, one for down). Accumulating all the covariances in float64 during the forward
-    passes held 0.8 GB at once; kept inputs are dropped as their layers are corrected, so
-    memory falls from the start of the corrections. The covariance is accumulated the same
-    way, one prompt at a time in float64, so it is the same bit for bit.
+    Recorded one decoder layer at a time (:meth:`by_layer`): the inputs of all of
+    SmolLM2-135M's 30 layers on the shipped suites' 1,729 calibration tokens are 0.65 GB in
+    float32 (per token and layer: one input for q/k/v, one for o, one for gate/up, one for
+    down), one layer's about 22 MB. The covariance is accumulated one prompt at a time in
+    float64, as when it was summed during the forward passes, so it is the same bit for bit.
 
     Modules that read the very same input tensor (q/k/v, gate/up) share one record, kept under
-    the first of them: the tensor each module saw is held until the forward ends, so ``is``
-    cannot match a freed tensor's reused memory.
+    the first of them: the tensor each module saw is held until the next one replaces it, so
+    ``is`` cannot match a freed tensor's reused memory.
     """
 
     def __init__(self, inputs: dict[str, list[torch.Tensor]], twin_of: dict[str, str]) -> None:
@@ -214,14 +237,59 @@ class CalibrationInputs:
         self._twin_of = twin_of
 
     @classmethod
-    def record(cls, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
-               calibration: tuple[torch.Tensor, ...]) -> CalibrationInputs:
+    def record(cls, model: torch.nn.Module, modules: Sequence[tuple[str, torch.nn.Module]],
+               calibration: Sequence[torch.Tensor]) -> CalibrationInputs:
         """Run the calibration prompts (one forward each) and keep each module's inputs."""
+        return cls._record(model, modules, full_passes(model, calibration))
+
+    @classmethod
+    def by_layer(
+        cls, model: torch.nn.Module, modules: Sequence[tuple[str, ModuleT]],
+        calibration: Sequence[torch.Tensor],
+    ) -> Iterator[tuple[list[tuple[str, ModuleT]], CalibrationInputs]]:
+        """``modules`` one decoder layer at a time, each with the inputs its modules read, as
+        a full forward pass of the model as it was on entry would give them (bit for bit).
+
+        A layer's inputs are recorded when the caller asks for it, on the outputs the layers
+        below gave before the caller changed them: the caller may rewrite a layer once it has
+        its inputs. Modules outside decoder layers (an LM head) are recorded first, on full
+        passes before anything changed, and come last.
+        """
+        by_layer, rest = split_by_layer(modules)
+        rest_inputs = cls.record(model, rest, calibration) if rest else None
+        if by_layer:
+            container = next(iter(by_layer))[0]
+            layers = decoder_layers(model, container)
+            first = min(i for _, i in by_layer)
+            with keep_bnb_layout(model):
+                hidden, kwargs = capture_layer_inputs(model, layers, first, calibration)
+            for i in range(first, 1 + max(i for _, i in by_layer)):
+                run = layer_runner(layers[i], hidden, kwargs[i])
+                group = by_layer.get((container, i))
+                if not group:
+                    with keep_bnb_layout(model):
+                        hidden = run()
+                    continue
+                outputs: list[torch.Tensor] = []
+
+                def run_keeping_outputs(run: Any = run, outputs: Any = outputs) -> None:
+                    outputs.extend(run())
+
+                inputs = cls._record(model, group, run_keeping_outputs)
+                hidden = outputs  # taken before the caller rewrites this layer
+                yield group, inputs
+        if rest and rest_inputs is not None:
+            yield rest, rest_inputs
+
+    @classmethod
+    def _record(cls, model: torch.nn.Module, modules: Sequence[tuple[str, torch.nn.Module]],
+                run: Callable[[], object]) -> CalibrationInputs:
+        """Keep the inputs ``modules`` read while ``run()`` runs the calibration prompts."""
         import torch
 
         inputs: dict[str, list[torch.Tensor]] = {}
         twin_of: dict[str, str] = {}  # module -> the module whose inputs it shares
-        seen: dict[str, torch.Tensor] = {}  # this forward's input of each module, held alive
+        seen: dict[str, torch.Tensor] = {}  # the latest input of each module, held alive
 
         def hook_for(name: str) -> Any:
             def hook(_module: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> None:
@@ -239,9 +307,7 @@ class CalibrationInputs:
         handles = [m.register_forward_pre_hook(hook_for(n)) for n, m in modules]
         try:
             with torch.no_grad(), keep_bnb_layout(model):
-                for ids in calibration:
-                    model(input_ids=ids.reshape(1, -1))
-                    seen.clear()
+                run()
         finally:
             for h in handles:
                 h.remove()
