@@ -47,6 +47,7 @@ from shrinktests.compression.blockwise import BlockwiseQuant, dequantize, quanti
 from shrinktests.compression.context import StepContext
 from shrinktests.compression.quanto import QuantoWeights
 from shrinktests.compression.registry import build_method
+from shrinktests.compression.scope import Scope
 from shrinktests.judging.metrics import TeacherForced, first_divergence
 from shrinktests.judging.stats import ranks, spearman
 from shrinktests.spec import load_configs
@@ -341,6 +342,24 @@ def test_whole_config_evaluation_restores_and_a_new_model_is_refused() -> None:
     with pytest.raises(AtlasError, match="selects no linear layer"):
         atlas.measure(method, AtlasScope(5, "mlp"))
 
+
+
+def test_weights_kept_on_disk_are_restored_bit_for_bit_even_when_modules_are_replaced(
+        tmp_path: Path) -> None:
+    """A whole config's originals wait in files, not in memory; a backend that swaps in its
+    own modules (quanto) still gets the original modules and weights back."""
+    model = tiny_llama(2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    modules = list(Scope().linear_modules(model))
+    with swapped(model, modules, tmp_path) as kept:
+        assert kept == {}
+        assert len(list(tmp_path.glob("*.weight.pt"))) == len(modules)
+        QuantoWeights(weights="int4").apply_to(model, modules, StepContext())
+        assert any(model.get_submodule(n) is not m for n, m in modules)
+    after = model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+    assert all(model.get_submodule(n) is m for n, m in modules)
 
 MINIMAL = """[settings]
 reference = "baseline"
