@@ -49,8 +49,8 @@ from shrinktests.compression.base import MethodUnavailable, ScopedMethod
 from shrinktests.compression.layerwise import (
     Stop,
     capture_layer_inputs,
-    decoder_layers,
     full_passes,
+    layer_list,
     layer_runner,
     split_by_layer,
 )
@@ -278,7 +278,7 @@ def run_sequential(
     results: dict[str, dict[str, float]] = {}
     if by_layer:
         container = next(iter(by_layer))[0]
-        layers = decoder_layers(model, container)
+        layers = layer_list(model, container)
         first = min(i for _, i in by_layer)
         hidden, kwargs = capture_layer_inputs(model, layers, first, calibration)
         for i in range(first, 1 + max(i for _, i in by_layer)):

@@ -105,7 +105,7 @@ def layer_runner(layer: torch.nn.Module, hidden: list[torch.Tensor],
     return run
 
 
-def decoder_layers(model: torch.nn.Module, container: str) -> torch.nn.ModuleList:
+def layer_list(model: torch.nn.Module, container: str) -> torch.nn.ModuleList:
     """The layer list named ``container`` (``model.layers``)."""
     import typing
 

@@ -21,8 +21,8 @@ from shrinktests.compression.base import MethodUnavailable, ScopedMethod
 from shrinktests.compression.layerwise import (
     ModuleT,
     capture_layer_inputs,
-    decoder_layers,
     full_passes,
+    layer_list,
     layer_runner,
     split_by_layer,
 )
@@ -259,7 +259,7 @@ class CalibrationInputs:
         rest_inputs = cls.record(model, rest, calibration) if rest else None
         if by_layer:
             container = next(iter(by_layer))[0]
-            layers = decoder_layers(model, container)
+            layers = layer_list(model, container)
             first = min(i for _, i in by_layer)
             with keep_bnb_layout(model):
                 hidden, kwargs = capture_layer_inputs(model, layers, first, calibration)
