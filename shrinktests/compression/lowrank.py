@@ -176,7 +176,6 @@ class LowRankCorrection(ScopedMethod):
                  inputs: CalibrationInputs | None, ctx: StepContext, n_layers: int | None,
                  ranks: dict[str, int]) -> int:
         """Wrap each of ``modules`` with its correction; returns the parameters added."""
-
         # layers fed the same input (q/k/v, gate/up) share one covariance: accumulated and
         # decomposed once when its first layer is corrected, dropped (with the inputs) after
         # its last
