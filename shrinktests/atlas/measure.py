@@ -308,7 +308,7 @@ def _keep(tensor: torch.Tensor, spill: Path | None, stem: str) -> torch.Tensor |
     """A copy of ``tensor``, in memory or (with ``spill``) in a file of that folder."""
     import torch
 
-    copy = tensor.detach().clone()
+    copy = tensor.detach().clone()  # its own storage: torch.save writes a view's whole one
     if spill is None:
         return copy
     path = spill / f"{stem}.pt"

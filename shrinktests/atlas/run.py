@@ -236,7 +236,7 @@ class AtlasRun:
             result: ConfigResult | None = s.cache.get("atlas", key)
             if result is None:
                 result = self.atlas().evaluate(name, config.steps[n_ref:])
-                trim_heap()  # the whole model's saved weights and quantized copies, freed
+                trim_heap()  # the whole model's quantized copies and log-probs, freed
                 s.cache.put("atlas", key, result)
             scored[name] = result
         if folder is not None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ def split_by_layer(
     return by_layer, rest
 
 
-def full_passes(model: torch.nn.Module, calibration: Sequence[torch.Tensor]) -> Any:
+def full_passes(model: torch.nn.Module,
+                calibration: Sequence[torch.Tensor]) -> Callable[[], None]:
     """``run()``: the whole model on each calibration prompt (a hook may :class:`Stop` one)."""
     import torch
 
