@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.shrinktests-installed
 REPORT ?= report
+# `make test` runs in two xdist workers: the end-to-end run holds one core (one thread, on
+# purpose) for most of its 17 minutes, and the other worker takes every other test meanwhile
+TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -27,7 +30,7 @@ suite: install
 	$(PY) -m pytest suites/ $(ARGS)
 
 test: install
-	$(PY) -m pytest tests/ $(ARGS)
+	$(PY) -m pytest tests/ -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: install
 	$(PY) -m ruff check shrinktests tests suites conftest.py benchmarks

@@ -16,6 +16,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Tests that run for many minutes go first: under `-n 2 --dist worksteal` one worker
+    # starts on them while the other takes the rest, stealing from the first one's queue.
+    # Left where they were, they would start last and run alone at the end.
+    items.sort(key=lambda item: "long_pole" not in item.keywords)
     if config.getoption("--runslow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --runslow")

@@ -51,6 +51,16 @@ from shrinktests.suite_tests import (  # noqa: F401
 """
 
 
+@pytest.fixture(autouse=True)
+def _inner_runs_are_not_xdist_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``make test`` (``-n 2``) each test runs in an xdist worker, whose environment
+    says so (``PYTEST_XDIST_WORKER``); the inner pytest runs that many tests start would
+    inherit it, and syrupy and pytest-benchmark read it there: syrupy then prints no
+    snapshot report and pytest-benchmark no table. An inner run is a user's run."""
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real model cache, with the default model converted once for every inner run."""

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,7 @@ CI_SELECTION = ("calibration or snapshot or [baseline- or [nf4-con or [broken-2b
                 "or test_aggregate[nf4] or atlas")
 
 
+@pytest.mark.long_pole
 def test_shipped_suites_pass_on_the_default_model(fresh_cache: Path) -> None:
     # One thread, while the accepted outputs were recorded with two: another reduction order
     # breaks near-ties the other way, the cheap stand-in for another CPU. The verdicts must
