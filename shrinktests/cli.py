@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.options import default_threads
 from shrinktests.schema import ConfigError
 from shrinktests.spec import SpecError
 
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                        "$SHRINKTESTS_CACHE or ~/.cache/shrinktests)")
     atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                        "(default: %(default)s)")
-    atlas.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+    atlas.add_argument("--threads", type=int, default=default_threads(),
                        help="torch CPU threads (default: %(default)s)")
     atlas.add_argument("--no-recipe", action="store_true",
                        help="measure the scopes only; do not suggest and score a recipe")
@@ -75,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--cache", metavar="DIR", help="cache folder, or 'none'")
     export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
                        "(default: %(default)s)")
-    export.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1),
+    export.add_argument("--threads", type=int, default=default_threads(),
                         help="torch CPU threads (default: %(default)s)")
     return parser
 

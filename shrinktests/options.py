@@ -55,10 +55,19 @@ class RunRequest:
     accept: bool = False
     #: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"
     device: str = "auto"
+    #: processes of this run sharing the machine (pytest-xdist workers); divides the default
+    #: thread count
+    workers: int = 1
 
 
-def default_threads() -> int:
-    return min(4, os.cpu_count() or 1)
+def default_threads(workers: int = 1) -> int:
+    """The CPUs shared out among ``workers`` processes, at most 4 and at least 1 each.
+
+    Oversubscribed cores are slow, not just shared: on 2 cores a cold run of four configs
+    took 205 s in one process at 2 threads, 557 s in two workers at 2 threads each (their
+    threads wait on each other's time slices) and 140 s in two workers at one thread each.
+    """
+    return max(1, min(4, (os.cpu_count() or 1) // max(1, workers)))
 
 
 def resolve(request: RunRequest) -> SessionOptions:
@@ -85,7 +94,7 @@ def resolve(request: RunRequest) -> SessionOptions:
     device = check_device(request.device)
     return SessionOptions(
         model=model, configs=configs, suites=suites, cache_dir=cache,
-        threads=request.threads or default_threads(), snapshot_dir=snapshots,
+        threads=request.threads or default_threads(request.workers), snapshot_dir=snapshots,
         reference=request.reference, record=request.record,
         accepted=accepted.load_folder(snapshots / accepted.FOLDER), accept=request.accept,
         device=device)

@@ -76,7 +76,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where models run: auto (CUDA when there is one), cpu, cuda or "
                          "cuda:N (default: the shrink_device ini key, else auto)")
     group.addoption("--shrink-threads", metavar="N", type=positive_int, default=None,
-                    help="torch CPU threads, fixed for repeatable results (default: min(4, CPUs))")
+                    help="torch CPU threads, fixed for repeatable results (default: the CPUs "
+                         "divided among the xdist workers, at most 4)")
     group.addoption("--shrink-snapshots", metavar="DIR", default=None,
                     help="baseline snapshot folder (default: snapshots/ in the rootdir)")
     group.addoption("--shrink-bench", action="store_true", default=False,
@@ -128,7 +129,18 @@ def _request(config: pytest.Config) -> Any:
         record=bool(getattr(config.option, "update_snapshots", False)),
         accept=bool(config.getoption("shrink_accept_failures")),
         device=config.getoption("--shrink-device") or config.getini("shrink_device") or "auto",
+        workers=_workers(config),
     )
+
+
+def _workers(config: pytest.Config) -> int:
+    """How many processes run this session's tests at once: xdist's worker count (on the
+    controller and on each worker alike, so both report the same thread count), else 1."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return int(workerinput.get("workercount", 1))
+    n = getattr(config.option, "numprocesses", None)  # xdist has made "auto" a number
+    return n if isinstance(n, int) and n > 0 else 1
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -213,14 +213,20 @@ def test_xdist_distributes_whole_configs_and_merges_one_summary(
     shrink_project: ProjectMaker,
 ) -> None:
     """``-n 2`` (dist switched to loadgroup) gives the single-process verdicts and one table
-    with a row per config, built from both workers' data."""
+    with a row per config, built from both workers' data; each worker takes its share of
+    the default threads (the single run is given the same count, so the numerics match)."""
+    from shrinktests.options import default_threads
+
+    share = default_threads(workers=2)
     p = shrink_project()
-    single = p.runpytest_subprocess("suites", "--snapshot-update")
+    single = p.runpytest_subprocess("suites", "--snapshot-update", f"--shrink-threads={share}")
     assert single.ret == 0, single.stdout.str()[-3000:]
     both = p.runpytest_subprocess("suites", "-n", "2", "-v")
     assert both.ret == 0, both.stdout.str()[-3000:]
     assert both.parseoutcomes() == single.parseoutcomes()
     out = both.stdout.str()
+    suffix = "thread" if share == 1 else "threads"
+    assert re.search(rf"numerics torch .*, {share} {suffix}\b", out), out[:2000]
     workers = workers_by_config(out)
     assert len(workers["baseline"]) == len(workers["bf16"]) == 1, workers
     assert workers["tiny.hello"] == workers["tiny.capital"] == workers["baseline"]

@@ -282,7 +282,20 @@ def test_the_numerics_fingerprint_names_threads_versions_and_cpu_features() -> N
     assert cpu_flags("processor: 0\nflags\t\t: fpu sse avx2 amx_tile avx512f amx_bf16\n") == [
         "amx_bf16", "amx_tile", "avx2", "avx512f"]
     assert cpu_flags("no flags line") == []
-    assert describe(3).endswith(", 3 threads")
+    assert describe(3).endswith(", 3 threads") and describe(1).endswith(", 1 thread")
+
+
+@pytest.mark.parametrize(("cpus", "workers", "threads"), [
+    (2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 1, 4), (8, 2, 4), (8, 4, 2), (16, 8, 2), (1, 1, 1),
+])
+def test_the_default_thread_count_is_shared_among_xdist_workers(
+        monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int, threads: int) -> None:
+    """The CPUs divided among the workers, at most 4 and at least 1 each: two workers at two threads
+    each on two cores ran 2.7x slower than one process (oversubscribed cores wait)."""
+    from shrinktests import options
+
+    monkeypatch.setattr(options.os, "cpu_count", lambda: cpus)
+    assert options.default_threads(workers) == threads
 
 
 def _runtime_imports(tree: ast.AST) -> set[str]:

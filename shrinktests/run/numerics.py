@@ -83,4 +83,4 @@ def describe(threads: int, device: str = "cpu") -> str:
     flags = f" ({n['cpu_flags']})" if n["cpu_flags"] else ""
     gpu = f" ({n['gpu']})" if "gpu" in n else ""
     return (f"torch {n['torch']}, {n['device']}{gpu} {n['cpu_capability']}{flags}, "
-            f"{n['threads']} threads")
+            f"{n['threads']} thread{'' if n['threads'] == '1' else 's'}")
