@@ -66,7 +66,7 @@ def test_generation_happens_once_per_config_and_suite(shrink_project: ProjectMak
     # another thread count rounds differently: the cache must not answer for it (bf16 is
     # generated again; the baseline comes from the stored reference, which travels)
     other = p.runpytest_subprocess("suites", "--shrink-threads", "1")
-    other.stdout.fnmatch_lines(["*numerics torch*, 1 threads*", "*generate calls this run: 1;*"])
+    other.stdout.fnmatch_lines(["*numerics torch*, 1 thread*", "*generate calls this run: 1;*"])
     assert cold.parseoutcomes() == warm.parseoutcomes()
     assert warm.ret == 0
 
