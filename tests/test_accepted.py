@@ -249,6 +249,30 @@ def test_replay_judges_the_accepted_output_at_a_near_tie_and_this_runs_at_a_clea
                                  "bf16 * 0+1! *", "*1 real changes*"])
 
 
+def test_a_flip_to_a_clean_accepted_output_still_reports_this_machines_degeneration_verdict(
+    shrink_project: ProjectMaker,
+) -> None:
+    """The accepted answer, left at a near-tie, shows no degeneration: the test passes on it,
+    and the summary still says what this machine's own answer gets (an early return used to
+    skip that whenever the accepted answer was clean)."""
+    p = shrink_project()
+    p.runpytest_subprocess("suites", "-k", "snapshot", "--snapshot-update")
+    assert p.runpytest_subprocess("suites", "--shrink-accept-failures").ret == 0
+    mine = _record_of(p)
+    live = mine.outputs["tiny.capital"]
+    step = next(i for i in range(len(live.token_ids)) if i not in live.margins)
+    other = dataclasses.replace(live, token_ids=(*live.token_ids[:step], 28, 30, 2),
+                                text="It is Lyon.", margins={step: 0.004})
+    save(p.path / "snapshots" / accepted.FOLDER, dataclasses.replace(
+        mine, outputs={**mine.outputs, "tiny.capital": other}))
+    run = p.runpytest_subprocess("suites", "-k", "degeneration and bf16", "-v",
+                                 "--shrink-report", "report")
+    assert run.ret == 0
+    run.stdout.fnmatch_lines(["*bf16-tiny.capital] PASSED*"])
+    summary = (p.path / "report" / "summary.md").read_text()
+    assert "(this machine's own: no new degeneration)" in summary
+
+
 def test_a_record_for_another_config_is_reported_not_applied(
     shrink_project: ProjectMaker,
 ) -> None:

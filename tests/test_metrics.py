@@ -364,6 +364,39 @@ def test_teacher_forced_dataclass_properties_directly() -> None:
     assert tf.ln_ppl_ratio > 300.0
 
 
+@fast
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1)), max_size=40), st.floats(0, 0.5))
+def test_top1_beyond_ties_forgives_exactly_the_disagreements_at_baseline_near_ties(
+    rows: list[tuple[bool, float]], eps: float,
+) -> None:
+    """It is never below llama.cpp's plain figure, equals it with ε = 0, and differs from it
+    by the near-tie disagreements alone."""
+    n = len(rows)
+    tf = TeacherForced(kl=np.zeros(n), top1_agree=np.array([a for a, _ in rows], dtype=bool),
+                       p_base=np.ones(n), p_cand=np.ones(n),
+                       base_margin=np.array([m for _, m in rows], dtype=np.float64))
+    ties = sum(1 for a, m in rows if not a and m < eps)
+    assert tf.tie_disagreements(eps) == ties
+    assert tf.top1_beyond_ties(eps) >= tf.top1
+    assert tf.top1_beyond_ties(0.0) == tf.top1
+    if n:
+        assert tf.top1_beyond_ties(eps) == pytest.approx(tf.top1 + ties / n)
+
+
+def test_one_near_tie_of_nineteen_no_longer_fails_a_top1_budget() -> None:
+    """The case measured on another CPU: 17 of 19 tokens agree, one disagreement at a baseline
+    margin of 0.013, one at a clear margin: 0.947 against ``top1 >= 0.9``, 0.895 plain."""
+    agree = np.ones(19, dtype=bool)
+    agree[[4, 11]] = False
+    margin = np.full(19, 0.5)
+    margin[4] = 0.013
+    tf = TeacherForced(kl=np.zeros(19), top1_agree=agree, p_base=np.ones(19),
+                       p_cand=np.ones(19), base_margin=margin)
+    assert tf.top1 == pytest.approx(17 / 19)
+    assert tf.top1_beyond_ties(0.02) == pytest.approx(18 / 19)
+    assert tf.tie_disagreements(0.02) == 1
+
+
 # --------------------------------------------------------------------------- near ties
 
 

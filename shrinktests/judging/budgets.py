@@ -15,7 +15,9 @@ DRIFT_METRICS: dict[str, str] = {
     "token_agreement": "share of positions with the baseline's token, free-running",
     "kl_mean": "mean per-token KL(base‖config), teacher-forced on the baseline continuation",
     "kl_max": "largest per-token KL(base‖config)",
-    "top1": "share of positions where config and baseline agree on the most likely token",
+    "top1": "share of positions where config and baseline agree on the most likely token, "
+            "a disagreement at a baseline near-tie not counted",
+    "same_top_p": "llama.cpp's plain top-1 agreement, every position counted",
     "delta_p": "mean change of the probability of the baseline's token",
     "ln_ppl_ratio": "ln(PPL_config / PPL_base) over the baseline continuation",
 }

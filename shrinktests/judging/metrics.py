@@ -131,6 +131,19 @@ class TeacherForced:
         """llama.cpp's "same top p": share of positions where both argmaxes agree."""
         return float(self.top1_agree.mean()) if self.n else 1.0
 
+    def top1_beyond_ties(self, epsilon: float) -> float:
+        """Top-1 agreement that does not count a disagreement where the baseline's own
+        top-1/top-2 margin is below ``epsilon``: which of two almost equally likely tokens is
+        the argmax there is a coin flip of float rounding (another CPU, another thread count
+        calls it the other way), not drift. The figure budgets read as ``top1``."""
+        if not self.n:
+            return 1.0
+        return float((self.top1_agree | (self.base_margin < epsilon)).mean())
+
+    def tie_disagreements(self, epsilon: float) -> int:
+        """Top-1 disagreements at positions where the baseline is at a near-tie."""
+        return int((~self.top1_agree & (self.base_margin < epsilon)).sum())
+
     @property
     def delta_p(self) -> float:
         """Mean change in the probability of the baseline's token (negative: less confident)."""

@@ -418,7 +418,7 @@ class ShrinkSession:
                 cand = degeneration(self.generation(name, case), budgets, prompt.max_items)
                 n = range(len(prompt.checks))
                 out.append(PromptOutcome(
-                    kl=tf.kl_mean, top1=tf.top1,
+                    kl=tf.kl_mean, top1=tf.top1_beyond_ties(self.configs.near_tie_epsilon),
                     base_loop="repetition loop" in base.modes,
                     cand_loop="repetition loop" in cand.modes,
                     base_empty="silence" in base.modes, cand_empty="silence" in cand.modes,
