@@ -57,6 +57,7 @@ class StubInputs:
         self.options = options
         self.configs: ConfigSet = options.configs
         self.source = StubSource()
+        self.device = "cpu"
 
     def settings(self, suite: Suite) -> DecodingSettings:
         return DecodingSettings(max_new_tokens=suite.max_new_tokens,
@@ -130,11 +131,12 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
     from dataclasses import replace
 
     from shrinktests import expectations
-    from shrinktests.run.numerics import cpu_key
+    from shrinktests.compression.portable import machine_key
 
     configs, suite = _files(tmp_path)
     here = _record(configs, suite)
-    for cpu, foreign in ((None, False), (cpu_key(), False), ("x86_64 AVX2 avx2 fma", True)):
+    for cpu, foreign in ((None, False), (machine_key("cpu"), False),
+                         ("x86_64 AVX2 avx2 fma", True)):
         state = AcceptedState(StubInputs(_options(
             tmp_path, {"q": replace(here, cpu=cpu)})))  # type: ignore[arg-type]
         why = state.foreign_cpu("q")
@@ -142,7 +144,7 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
         judged = state.judge("q", suite, [_gen((5, 9, 9)), _gen((5, 8, 8))])
         texts = [g.text for g in judged]
         assert texts[0] == ("live (5, 9, 9)" if foreign else "accepted a")
-    assert why is not None and "made on another (x86_64 AVX2 avx2 fma)" in why
+    assert why is not None and "made for other weights (x86_64 AVX2 avx2 fma)" in why
     per_prompt = expectations.on_another_cpu("test_drift[q-tiny.a]", "q", {}, why, True)
     assert per_prompt is not None and not per_prompt.strict and "advisory" in per_prompt.reason
     # aggregates gate: a new aggregate failure fails; a recorded one is non-strict

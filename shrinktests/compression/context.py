@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,30 @@ class StepContext:
     tokenize: Callable[[str], list[int]] | None = None
     #: where the model is: originals are read from disk (CPU) and moved there
     device: str = "cpu"
+    #: tensors the calibrated steps computed under pinned numerics (see
+    #: :mod:`shrinktests.compression.portable`), by :meth:`key`: a step that finds all of
+    #: its keys here takes them instead of computing them on this machine
+    pinned: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    #: where calibrated steps put what they computed, when the pinned child process asks
+    produced: dict[str, torch.Tensor] | None = None
+    #: index of the step being applied, so that two steps' keys never meet
+    step: int = 0
+
+    def key(self, what: str) -> str:
+        """A pinned tensor's key: the step's index and ``what`` (a module's name and part)."""
+        return f"{self.step}.{what}"
+
+    def take_pinned(self, whats: Sequence[str]) -> list[torch.Tensor] | None:
+        """The pinned tensors of ``whats`` when every one of them is there, else None."""
+        keys = [self.key(w) for w in whats]
+        if not keys or any(k not in self.pinned for k in keys):
+            return None
+        return [self.pinned[k] for k in keys]
+
+    def produce(self, what: str, tensor: torch.Tensor) -> None:
+        """Keep a copy of what a calibrated step computed, if the pinned child asks for it."""
+        if self.produced is not None:
+            self.produced[self.key(what)] = tensor.detach().to("cpu", copy=True).contiguous()
 
     def original_name(self, name: str) -> str:
         """The name ``name`` had in the original model (layers renumbered after dropping)."""

@@ -22,8 +22,9 @@ a quarter of the 4-bit model's greedy answers changed at clear margins. So the w
 (calibration forwards, Hessians, solver) runs on one thread, whatever ``--shrink-threads``
 says: the result is bitwise the same at every thread count. Another CPU's kernels (AVX2,
 AVX-512, AMX) still round the forward passes differently, and no arithmetic makes a
-discontinuous function of them exact; configs with a ``gptq`` step say so
-(``cpu_dependent``), and their accepted records name the CPU they were made on.
+discontinuous function of them exact: on x86-64 the pass runs in a child process with pinned
+numerics instead (:mod:`shrinktests.compression.portable`), so every such CPU gets the same
+weights; elsewhere (``cpu_dependent``) the config's accepted record names the machine.
 
 Calibration: the selected suites' prompts by default (they then join the cache key), or
 ``calibration = "file.txt"`` (one sample per paragraph, or per line when the file has no blank
@@ -221,11 +222,31 @@ class Gptq(ScopedMethod):
     def apply_to(
         self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
     ) -> torch.nn.Module:
-        gptq_cls, config_cls = _import_gptq()
         calibration = self.calibration_ids(ctx)
         if not calibration:
             raise ConfigError("calibration", "GPTQ needs calibration prompts: select a suite "
                               "or give calibration = \"file.txt\"")
+        pinned = ctx.take_pinned([f"{name}.gptq" for name, _ in modules])
+        if pinned is not None:  # rounded once under pinned numerics (compression.portable)
+            for (_, module), weight in zip(modules, pinned, strict=True):
+                module.weight.data = weight.to(module.weight.device, module.weight.dtype)
+        else:
+            self._quantize(model, modules, calibration)
+        for name, module in modules:
+            ctx.produce(f"{name}.gptq", module.weight.data)
+            rows, columns = module.weight.shape
+            ctx.packed_bytes[f"{name}.weight"] = packed_bytes(rows, columns, self.bits,
+                                                              self.group_size)
+        details: dict[str, Any] = ctx.stats.setdefault("gptq", {"tensors": 0})
+        details["tensors"] += len(modules)
+        details["samples"] = len(calibration)
+        details["tokens"] = int(sum(ids.numel() for ids in calibration))
+        return model
+
+    def _quantize(self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
+                  calibration: list[torch.Tensor]) -> None:
+        """Round ``modules`` on this machine with gptqmodel's solver, in data-flow order."""
+        gptq_cls, config_cls = _import_gptq()
 
         def make_task(module: torch.nn.Module) -> Any:
             with _quiet():  # no disk offload: the layer is small and already in memory
@@ -247,16 +268,7 @@ class Gptq(ScopedMethod):
             return {"loss": float(avg_loss), "damp": float(damp)}
 
         with one_thread():  # the whole pass: sums and kernels in one order at any --shrink-threads
-            results = run_sequential(model, modules, calibration, make_task, finish)
-        for name, module in modules:
-            rows, columns = module.weight.shape
-            ctx.packed_bytes[f"{name}.weight"] = packed_bytes(rows, columns, self.bits,
-                                                              self.group_size)
-        details: dict[str, Any] = ctx.stats.setdefault("gptq", {"tensors": 0})
-        details["tensors"] += len(results)
-        details["samples"] = len(calibration)
-        details["tokens"] = int(sum(ids.numel() for ids in calibration))
-        return model
+            run_sequential(model, modules, calibration, make_task, finish)
 
 
 # --------------------------------------------------------------------------- the driver

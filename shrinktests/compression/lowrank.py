@@ -122,6 +122,7 @@ class LowRankCorrection(ScopedMethod):
 
     name: ClassVar[str] = "eora"
     rewrites_weights: ClassVar[bool] = False
+    cpu_dependent: ClassVar[bool] = True
     rank: int = 16
     activation_aware: bool = True
     damping: float = 0.01
@@ -139,6 +140,11 @@ class LowRankCorrection(ScopedMethod):
     def uses_calibration(self) -> bool:
         return self.activation_aware
 
+    def depends_on_cpu(self) -> bool:
+        """With calibration, a truncated SVD of activations this CPU computed: another CPU's
+        rounding can reorder two close singular values, so the factors are pinned."""
+        return self.activation_aware
+
     def rank_for(self, name: str, n_layers: int | None) -> int:
         for o in self.overrides:
             if o.scope.matches(name, n_layers):
@@ -153,17 +159,23 @@ class LowRankCorrection(ScopedMethod):
         # with calibration, layer by layer: each decoder layer's inputs are recorded (on the
         # outputs of the uncorrected layers below) just before its modules are corrected, so
         # one layer's inputs are held at a time rather than the model's
+        calibrated = self.activation_aware and bool(ctx.calibration)
+        found = ctx.take_pinned([f"{name}.eora.{part}" for name, _ in modules
+                                 for part in ("up", "down")])
+        # factors computed once under pinned numerics (compression.portable) need no inputs
+        pinned = None if found is None else {
+            name: (found[2 * i], found[2 * i + 1]) for i, (name, _) in enumerate(modules)}
         groups: Iterable[tuple[list[tuple[str, torch.nn.Linear]], CalibrationInputs | None]] = (
             CalibrationInputs.by_layer(model, modules, ctx.calibration)
-            if self.activation_aware and ctx.calibration else [(modules, None)])
+            if calibrated and pinned is None else [(modules, None)])
         n_layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         ranks: dict[str, int] = {}
         added = 0
-        activation_aware = False
+        activation_aware = pinned is not None and calibrated
         with torch.no_grad():
             for group, inputs in groups:
                 activation_aware = activation_aware or bool(inputs)
-                added += self._correct(model, group, inputs, ctx, n_layers, ranks)
+                added += self._correct(model, group, inputs, ctx, n_layers, ranks, pinned)
         ctx.stats["eora"] = {
             "layers": len(ranks),
             "activation_aware": activation_aware,
@@ -174,8 +186,10 @@ class LowRankCorrection(ScopedMethod):
 
     def _correct(self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
                  inputs: CalibrationInputs | None, ctx: StepContext, n_layers: int | None,
-                 ranks: dict[str, int]) -> int:
-        """Wrap each of ``modules`` with its correction; returns the parameters added."""
+                 ranks: dict[str, int],
+                 pinned: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> int:
+        """Wrap each of ``modules`` with its correction (``pinned``'s factors, where given);
+        returns the parameters added."""
         # layers fed the same input (q/k/v, gate/up) share one covariance: accumulated and
         # decomposed once when its first layer is corrected, dropped (with the inputs) after
         # its last
@@ -186,6 +200,10 @@ class LowRankCorrection(ScopedMethod):
         added = 0
         for name, module in modules:
             key = f"{name}.weight"
+            if pinned is not None:
+                b, a = pinned[name]
+                added += self._wrap(model, name, module, b, a, ctx, ranks, b.shape[1])
+                continue
             original = ctx.original_weight(key)
             if original is None:
                 raise MethodUnavailable(
@@ -204,16 +222,25 @@ class LowRankCorrection(ScopedMethod):
                     del bases[owner]
                     inputs.drop(owner)
             b, a = low_rank_factors(delta, rank, basis)
-            parent_name, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
-            if key in ctx.packed_bytes:  # the quantized weight now lives one level down
-                ctx.packed_bytes[f"{name}.base.weight"] = ctx.packed_bytes.pop(key)
-            ranks[name] = rank
-            added += b.numel() + a.numel()
+            added += self._wrap(model, name, module, b, a, ctx, ranks, rank)
             # the weights, differences and covariances of this layer, freed, go back to
             # the system now: left in the heap they added up to 0.8 GB over the model
             trim_heap()
         return added
+
+    @staticmethod
+    def _wrap(model: torch.nn.Module, name: str, module: torch.nn.Linear, b: torch.Tensor,
+              a: torch.Tensor, ctx: StepContext, ranks: dict[str, int], rank: int) -> int:
+        """Put ``module`` plus its side path B·A in its place; returns the parameters added."""
+        parent_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), leaf, wrap(module, b, a))
+        ctx.produce(f"{name}.eora.up", b)
+        ctx.produce(f"{name}.eora.down", a)
+        key = f"{name}.weight"
+        if key in ctx.packed_bytes:  # the quantized weight now lives one level down
+            ctx.packed_bytes[f"{name}.base.weight"] = ctx.packed_bytes.pop(key)
+        ranks[name] = rank
+        return b.numel() + a.numel()
 
 
 class CalibrationInputs:

@@ -45,6 +45,10 @@ class ConfigMetrics(TypedDict):
     constraints: int
     met: int
     adherence: float | None
+    #: non-strict xfails whose check passed (expected-to-break configs, advisory checks)
+    xpassed: int
+    #: its per-prompt checks are advisory here (weights calibrated for another machine)
+    advisory: bool
 
 
 class Example(TypedDict):

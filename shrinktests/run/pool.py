@@ -7,10 +7,12 @@ goes on: one config crashing never takes down the others.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import NoReturn
 
+from shrinktests.compression import portable
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
@@ -62,9 +64,20 @@ class VariantPool:
                         self.inputs.tokenizer.get_vocab(), self.inputs.device)
                 else:
                     calibration = self.inputs.calibration() if config.uses_calibration else []
+                    pinned = None
+                    if config.cpu_dependent and portable.applies(self.inputs.device):
+                        self.progress.status(f"{name}: {what}; calibrated steps under pinned "
+                                             "numerics (a child process, one thread)")
+                        start = time.perf_counter()
+                        pinned = portable.pinned_results(self.inputs.source, config,
+                                                         calibration, self.cache.root)
+                        pinned_seconds = time.perf_counter() - start
+                        self.progress.status(f"{name}: {what}")
                     self._variants[name] = build_variant(self.inputs.source, config,
                                                          ref_params, calibration,
-                                                         self.inputs.device)
+                                                         self.inputs.device, pinned)
+                    if pinned is not None:
+                        self._variants[name].stats.compress_seconds += pinned_seconds
                 note_device_memory(self._variants[name].stats, self.inputs.device)
             return_freed_memory()  # what loading and compressing left behind
             self.progress.clear()

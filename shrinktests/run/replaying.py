@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
+from shrinktests.compression.portable import machine_key, weights_key
 from shrinktests.judging.replay import Replay, replay
 from shrinktests.run.engine import Generation
 from shrinktests.run.inputs import Case, RunInputs
-from shrinktests.run.numerics import cpu_key
 from shrinktests.spec import Suite
 
 
@@ -59,11 +59,12 @@ class AcceptedState:
         the recorded one at a near-tie: its outputs are judged live, its per-prompt checks
         are advisory (non-strict xfails) and its aggregate tests gate."""
         record = self.record(name)
-        if record is None or record.cpu is None or record.cpu == cpu_key():
+        here = machine_key(self.inputs.device)
+        if record is None or record.cpu is None or record.cpu == here:
             return None
         if name not in self.foreign:
-            self.foreign[name] = (f"weights calibrated on this CPU's float rounding "
-                                  f"({cpu_key()}), accepted record made on another "
+            self.foreign[name] = (f"weights calibrated on this machine's float rounding "
+                                  f"({here}), accepted record made for other weights "
                                   f"({record.cpu})")
         return self.foreign[name]
 
@@ -109,4 +110,4 @@ class AcceptedState:
             fingerprint=self.inputs.record_fingerprint(name),
             steps=tuple(self.inputs.configs.get(name).params()),
             margins_below=margins_below, failures={}, outputs=outputs,
-            cpu=cpu_key() if self.inputs.configs.get(name).cpu_dependent else None)
+            cpu=weights_key(self.inputs.configs.get(name), self.inputs.device))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +54,8 @@ def build_variant(
     reference_params: int | None = None,
     calibration: Sequence[Sequence[int]] = (),
     device: str = "cpu",
+    pinned: Mapping[str, torch.Tensor] | None = None,
+    produced: dict[str, torch.Tensor] | None = None,
 ) -> Variant:
     """Load the source with the config's load-time options and apply its steps in order.
 
@@ -61,6 +63,9 @@ def build_variant(
     without it the variant's own count is used. ``calibration`` (token ids of the suite
     prompts) is handed to activation-aware steps. Reconstruction error is measured once, at
     the end, against the source's own weights, so composed steps report their total error.
+    ``pinned`` are tensors the calibrated steps computed under pinned numerics, taken instead
+    of computing them here; ``produced`` collects what they compute (see
+    :mod:`shrinktests.compression.portable`).
     """
     import torch
 
@@ -77,9 +82,11 @@ def build_variant(
                           for ids in calibration),
         device=device,
         tokenize=_lazy_tokenize(source),
+        pinned=pinned or {},
+        produced=produced,
     )
     start = time.perf_counter()
-    for step in config.steps:
+    for ctx.step, step in enumerate(config.steps):
         model = step.apply(model, ctx)
     compress_seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())

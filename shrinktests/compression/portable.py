@@ -1,0 +1,166 @@
+"""Calibrated weights that come out the same on every x86-64 CPU with AVX2.
+
+GPTQ and activation-aware low-rank correction read the calibration prompts' activations and
+turn them into discrete decisions (a weight rounded up or down, a truncated SVD). Two CPUs
+compute those activations through other kernels (AVX2, AVX-512, AMX) and thread counts, so
+their last bits differ, some rounding decisions flip, and each flip feeds the next columns
+and layers: measured on a 4-bit GPTQ config of SmolLM2-135M, the model calibrated on an AMX
+CPU lost 26 points of constraint adherence against the one recorded on an AMD AVX-512 CPU,
+though both ran the same code on the same prompts.
+
+So the steps that do so (``Method.cpu_dependent``) run once in a child process whose numerics
+are pinned before torch is imported: torch's AVX2 kernels, MKL in its conditional
+numerical-reproducibility mode for AVX2 (``MKL_CBWR=AVX2,STRICT``), oneDNN capped at AVX2,
+one thread. Every x86-64 CPU with AVX2 runs the same instructions in the same order there,
+whatever CPU, thread count or ISA cap the run itself has. The child saves what the steps
+computed (GPTQ's rounded weights, the low-rank factors) under a key of the model, the config
+and the calibration prompts, not of the machine; the run then builds the config as usual and
+the steps take those tensors instead of computing them. Only this part is pinned: the
+compressed model still *runs* on the machine's own kernels, which is what a user ships.
+
+Elsewhere (another architecture, a GPU, a CPU without AVX2) the steps compute in place and
+the config's accepted record names the machine it holds for (:func:`weights_key`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from shrinktests.compression.base import MethodUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+    from shrinktests.run.model import ModelSource
+    from shrinktests.spec import CompressionConfig
+
+#: set before torch is imported in the child: the same kernels and reduction order on every
+#: x86-64 CPU with AVX2 (the variables torch, MKL and oneDNN read to pick their code paths)
+PINNED_ENV: dict[str, str] = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "MKL_CBWR": "AVX2,STRICT",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+#: what an accepted record of such a config says it holds for
+PORTABLE_KEY = "x86_64 portable (AVX2 kernels, 1 thread)"
+#: the packages whose code computes the pinned tensors (a new version may compute others)
+_PACKAGES = ("torch", "transformers", "bitsandbytes", "gptqmodel", "numpy")
+_UNAVAILABLE = 3  # the child's exit status for a step that cannot run here
+
+
+def applies(device: str) -> bool:
+    """Whether calibrated steps are computed under pinned numerics here: on the CPU of an
+    x86-64 machine with AVX2 (the floor every pinned variable above asks for)."""
+    if device != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return " avx2" in flags
+
+
+def machine_key(device: str) -> str:
+    """What calibrated weights computed here depend on: :data:`PORTABLE_KEY` under pinned
+    numerics, else this machine's CPU (or GPU) as its float rounding sees it."""
+    if applies(device):
+        return PORTABLE_KEY
+    from shrinktests.run.numerics import cpu_key
+
+    return cpu_key() if device == "cpu" else f"{cpu_key()} on {device}"
+
+
+def weights_key(config: CompressionConfig, device: str) -> str | None:
+    """What an accepted record of ``config`` says it holds for beyond its fingerprint: None
+    when its weights follow from the config alone, else :func:`machine_key`."""
+    return machine_key(device) if config.cpu_dependent else None
+
+
+def _versions() -> dict[str, str]:
+    from shrinktests.run.numerics import _version
+
+    return {p: _version(p) for p in _PACKAGES}
+
+
+def results_key(source: ModelSource, config: CompressionConfig,
+                calibration: Sequence[Sequence[int]]) -> str:
+    """The pinned results' key: model, config, calibration prompts and package versions."""
+    blob = json.dumps({"model": source.fingerprint, "config": config.fingerprint(),
+                       "calibration": [list(map(int, ids)) for ids in calibration],
+                       "packages": _versions(), "env": PINNED_ENV}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def pinned_results(source: ModelSource, config: CompressionConfig,
+                   calibration: Sequence[Sequence[int]], cache: Path | None
+                   ) -> dict[str, torch.Tensor]:
+    """The tensors the config's calibrated steps compute, computed under pinned numerics in a
+    child process (or read from ``cache/portable/``, where the child leaves them)."""
+    from safetensors.torch import load_file
+
+    key = results_key(source, config, calibration)
+    with tempfile.TemporaryDirectory(prefix="shrinktests-portable-") as scratch:
+        folder = cache / "portable" if cache is not None else Path(scratch)
+        path = folder / f"{key[:32]}.safetensors"
+        if not path.exists():
+            _compute(source, config, calibration, path, Path(scratch))
+        return dict(load_file(str(path)))
+
+
+def _compute(source: ModelSource, config: CompressionConfig,
+             calibration: Sequence[Sequence[int]], out: Path, scratch: Path) -> None:
+    job = scratch / "job.pkl"
+    job.write_bytes(pickle.dumps({"source": source, "config": config,
+                                  "calibration": [list(map(int, c)) for c in calibration],
+                                  "out": out}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    done = subprocess.run([sys.executable, "-m", "shrinktests.compression.portable", str(job)],
+                          env={**env, **PINNED_ENV}, capture_output=True, text=True,
+                          check=False)
+    if done.returncode == _UNAVAILABLE:
+        raise MethodUnavailable(done.stdout.strip().splitlines()[-1])
+    if done.returncode != 0:
+        raise RuntimeError(f"config {config.name!r}: computing its calibrated steps under "
+                           f"pinned numerics failed (exit {done.returncode}):\n"
+                           f"{done.stderr[-3000:]}")
+
+
+def _child(job_path: Path) -> int:
+    """Build the config with every step recording what it computed; save that atomically."""
+    import torch
+    from safetensors.torch import save
+
+    from shrinktests.run.cache import atomic_writer
+    from shrinktests.run.variant import build_variant
+
+    torch.set_num_threads(1)
+    job: dict[str, Any] = pickle.loads(job_path.read_bytes())
+    produced: dict[str, torch.Tensor] = {}
+    try:
+        build_variant(job["source"], job["config"], None, job["calibration"], "cpu",
+                      produced=produced)
+    except MethodUnavailable as exc:
+        print(str(exc).replace("\n", " "))
+        return _UNAVAILABLE
+    blob = save({k: v.detach().contiguous().cpu() for k, v in produced.items()},
+                metadata={"numerics": json.dumps(PINNED_ENV)})
+    with atomic_writer(Path(job["out"]), binary=True) as f:
+        f.write(blob)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(Path(sys.argv[1])))

@@ -1,0 +1,93 @@
+"""Calibrated steps computed once under pinned numerics (shrinktests.compression.portable)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from shrinktests.compression import portable
+from shrinktests.run.model import ModelSource
+from shrinktests.run.variant import build_variant
+from shrinktests.spec import load_configs
+from tests.test_prune import tiny_llama
+
+CONFIGS = """[settings]
+reference = "base"
+[[config]]
+name = "base"
+method = "dtype"
+dtype = "float32"
+[[config]]
+name = "g"
+steps = [{ method = "gptq", bits = 4, group_size = 32 }, { method = "eora", rank = 4 }]
+[[config]]
+name = "plain-svd"
+steps = [
+  { method = "blockwise", bits = 4 },
+  { method = "eora", rank = 4, activation_aware = false },
+]
+"""
+CALIBRATION = [[(7 * i + j) % 64 for j in range(12)] for i in range(6)]
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[ModelSource, Path]:
+    folder = tmp_path / "tiny"
+    tiny_llama(2).save_pretrained(folder)
+    (tmp_path / "configs.toml").write_text(CONFIGS)
+    return ModelSource(folder, "tiny", "tiny-fp"), tmp_path / "configs.toml"
+
+
+def test_which_configs_are_pinned_and_what_their_records_hold_for(
+        project: tuple[ModelSource, Path]) -> None:
+    configs = load_configs(project[1])
+    assert portable.weights_key(configs.get("base"), "cpu") is None
+    assert portable.weights_key(configs.get("plain-svd"), "cpu") is None  # no calibration
+    assert not portable.applies("cuda")
+    if portable.applies("cpu"):
+        assert portable.weights_key(configs.get("g"), "cpu") == portable.PORTABLE_KEY
+
+
+@pytest.mark.skipif(not portable.applies("cpu"), reason="pinned numerics need x86-64 with AVX2")
+def test_the_child_ignores_the_callers_threads_and_kernels_and_the_run_takes_its_tensors(
+        project: tuple[ModelSource, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same tensors from a caller at three threads with AMX capped off and from one at
+    one thread on the AVX2 path; a build with them holds exactly those weights and factors,
+    and nothing is computed again once they are in the cache."""
+    source, path = project
+    config = load_configs(path).get("g")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+        first = portable.pinned_results(source, config, CALIBRATION, tmp_path / "cache")
+        torch.set_num_threads(1)
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
+        monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
+        again = portable.pinned_results(source, config, CALIBRATION, None)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(first) == 14 + 2 * 14  # 14 linear layers rounded, two factors each
+    assert _digest(first) == _digest(again)
+    assert len(list((tmp_path / "cache" / "portable").glob("*.safetensors"))) == 1
+
+    built = build_variant(source, config, None, CALIBRATION, pinned=first)
+    layer = built.model.model.layers[1].mlp.down_proj
+    assert torch.equal(layer.base.weight, first["0.model.layers.1.mlp.down_proj.gptq"])
+    assert torch.equal(layer.up.weight, first["1.model.layers.1.mlp.down_proj.eora.up"])
+    assert built.stats.details["eora"]["activation_aware"]
+    # another calibration is another key, so the cached tensors are never applied to it
+    assert portable.results_key(source, config, CALIBRATION[:3]) != portable.results_key(
+        source, config, CALIBRATION)
