@@ -6,8 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.shrinktests-installed
 REPORT ?= report
-# `make test` runs in two xdist workers: the end-to-end run holds one core (one thread, on
-# purpose) for most of its 17 minutes, and the other worker takes every other test meanwhile
+# `make test` runs in two xdist workers: the end-to-end run (the full `make suite`, as a new
+# user runs it) is the long pole, and the other worker takes every other test meanwhile
 TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false

@@ -21,7 +21,7 @@ def _run_suites(cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pytest", "suites/", "-p", "no:cacheprovider",
          f"--shrink-cache={cache}", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=2400, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=3600, check=False,
     )
 
 
