@@ -285,6 +285,24 @@ def test_the_numerics_fingerprint_names_threads_versions_and_cpu_features() -> N
     assert describe(3).endswith(", 3 threads") and describe(1).endswith(", 1 thread")
 
 
+def test_a_kernel_cap_in_the_environment_joins_the_numerics(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """AMX capped off rounds bf16 like a CPU without AMX: a warm cache from an uncapped run
+    must not stand in for it."""
+    from shrinktests.run import numerics as n
+
+    n._machine.cache_clear()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    plain = n.numerics(2)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    n._machine.cache_clear()
+    try:
+        capped = n.numerics(2)
+        assert capped != plain and "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16" in n.describe(2)
+    finally:
+        n._machine.cache_clear()
+
+
 @pytest.mark.parametrize(("cpus", "workers", "threads"), [
     (2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 1, 4), (8, 2, 4), (8, 4, 2), (16, 8, 2), (1, 1, 1),
 ])

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 from pathlib import Path
 
 #: packages whose kernels compute the numbers (a new version may round differently)
 PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto", "accelerate",
             "gptqmodel", "gguf", "numpy")
+#: environment variables that cap or pin the kernels torch, MKL and oneDNN pick (an AMX CPU
+#: with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` rounds bf16 like one without AMX)
+KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 #: CPU features that change which kernels run (oneDNN uses AMX and AVX-512 BF16/VNNI if present)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
@@ -48,10 +52,12 @@ def _machine() -> dict[str, str]:
         flags = cpu_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
     except OSError:
         flags = []
+    pinned = " ".join(f"{k}={os.environ[k]}" for k in KERNEL_ENV if os.environ.get(k))
     return {
         "arch": platform.machine(),
         "cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "cpu_flags": " ".join(flags),
+        **({"kernel_env": pinned} if pinned else {}),
         **{p: _version(p) for p in PACKAGES},
     }
 
@@ -82,5 +88,6 @@ def describe(threads: int, device: str = "cpu") -> str:
     n = numerics(threads, device)
     flags = f" ({n['cpu_flags']})" if n["cpu_flags"] else ""
     gpu = f" ({n['gpu']})" if "gpu" in n else ""
-    return (f"torch {n['torch']}, {n['device']}{gpu} {n['cpu_capability']}{flags}, "
+    env = f", {n['kernel_env']}" if "kernel_env" in n else ""
+    return (f"torch {n['torch']}, {n['device']}{gpu} {n['cpu_capability']}{flags}{env}, "
             f"{n['threads']} thread{'' if n['threads'] == '1' else 's'}")
