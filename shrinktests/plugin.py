@@ -75,6 +75,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--shrink-device", metavar="DEVICE", default=None,
                     help="where models run: auto (CUDA when there is one), cpu, cuda or "
                          "cuda:N (default: the shrink_device ini key, else auto)")
+    group.addoption("--shrink-numerics", choices=("native", "portable"), default="native",
+                    help="native: the machine's own kernels, as users run them (default); "
+                         "portable: every x86-64 CPU with AVX2 runs the same kernels, at one "
+                         "thread (torch's AVX2 code, MKL_CBWR=AVX2,STRICT, oneDNN capped at "
+                         "AVX2), for release gates that must reproduce bit for bit; slower")
     group.addoption("--shrink-threads", metavar="N", type=positive_int, default=None,
                     help="torch CPU threads, fixed for repeatable results (default: the CPUs "
                          "divided among the xdist workers, at most 4)")
@@ -153,6 +158,8 @@ def pytest_configure(config: pytest.Config) -> None:
     from shrinktests.options import NotConfigured, OptionError, resolve
     from shrinktests.spec import SpecError
 
+    if config.getoption("shrink_numerics") == "portable":
+        _enter_portable(config)
     request = _request(config)
     if request.accept and getattr(config.option, "numprocesses", None):
         raise pytest.UsageError(
@@ -176,6 +183,22 @@ def pytest_configure(config: pytest.Config) -> None:
 
         recorder = AcceptRecorder(session, options.snapshot_dir / FOLDER)
         config.pluginmanager.register(recorder, PLUGIN_NAME)
+
+
+def _enter_portable(config: pytest.Config) -> None:
+    """``--shrink-numerics portable``: pinned kernels, one thread (a reduction split over
+    threads adds in another order)."""
+    from shrinktests.run.numerics import enter_portable
+
+    threads = config.getoption("shrink_threads")
+    if threads not in (None, 1):
+        raise pytest.UsageError(f"shrinktests: --shrink-numerics portable runs at one thread, "
+                                f"not --shrink-threads {threads}")
+    try:
+        enter_portable()
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"shrinktests: --shrink-numerics portable: {exc}") from None
+    config.option.shrink_threads = 1
 
 
 def get_session(config: pytest.Config) -> ShrinkSession:

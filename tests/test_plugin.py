@@ -128,6 +128,23 @@ def test_bad_configs_file_is_a_usage_error(shrink_project: ProjectMaker, configs
     assert "Traceback" not in err
 
 
+def test_portable_numerics_pin_the_kernels_and_one_thread(shrink_project: ProjectMaker) -> None:
+    """``--shrink-numerics portable`` pins torch, MKL and oneDNN to their AVX2 code before
+    torch loads: the header says so, the cache does not answer for the native run, the
+    verdicts are the same; another thread count is refused."""
+    p = shrink_project()
+    native = p.runpytest_subprocess("suites", "--snapshot-update")
+    pinned = p.runpytest_subprocess("suites", "--shrink-numerics", "portable")
+    pinned.stdout.fnmatch_lines(["*numerics torch*ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2,STRICT*"
+                                 "ONEDNN_MAX_CPU_ISA=AVX2, 1 thread*",
+                                 "*generate calls this run: 1;*"])
+    assert pinned.parseoutcomes() == native.parseoutcomes()
+    refused = p.runpytest_subprocess("suites", "--shrink-numerics", "portable",
+                                     "--shrink-threads", "3")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    assert "runs at one thread, not --shrink-threads 3" in refused.stderr.str()
+
+
 def test_unknown_threads_value_is_quoted(shrink_project: ProjectMaker) -> None:
     p = shrink_project()
     result = p.runpytest_subprocess("suites", "--shrink-threads", "zero")

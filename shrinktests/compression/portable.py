@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.run.numerics import PORTABLE_ENV
 
 if TYPE_CHECKING:
     import torch
@@ -46,14 +47,7 @@ if TYPE_CHECKING:
 
 #: set before torch is imported in the child: the same kernels and reduction order on every
 #: x86-64 CPU with AVX2 (the variables torch, MKL and oneDNN read to pick their code paths)
-PINNED_ENV: dict[str, str] = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "MKL_CBWR": "AVX2,STRICT",
-    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
-    "ONEDNN_MAX_CPU_ISA": "AVX2",
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-}
+PINNED_ENV: dict[str, str] = {**PORTABLE_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: what an accepted record of such a config says it holds for
 PORTABLE_KEY = "x86_64 portable (AVX2 kernels, 1 thread)"
 #: the packages whose code computes the pinned tensors (a new version may compute others)

@@ -23,6 +23,10 @@ PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto"
 #: environment variables that cap or pin the kernels torch, MKL and oneDNN pick (an AMX CPU
 #: with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` rounds bf16 like one without AMX)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
+#: the values that make every x86-64 CPU with AVX2 run the same kernels: torch's AVX2 code,
+#: MKL in its reproducible AVX2 mode, oneDNN capped at AVX2 (read once, when torch loads)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+                "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 #: CPU features that change which kernels run (oneDNN uses AMX and AVX-512 BF16/VNNI if present)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",
              "amx_tile", "amx_bf16", "amx_int8")
@@ -91,3 +95,18 @@ def describe(threads: int, device: str = "cpu") -> str:
     env = f", {n['kernel_env']}" if "kernel_env" in n else ""
     return (f"torch {n['torch']}, {n['device']}{gpu} {n['cpu_capability']}{flags}{env}, "
             f"{n['threads']} thread{'' if n['threads'] == '1' else 's'}")
+
+
+def enter_portable() -> None:
+    """Pin this process's kernels to :data:`PORTABLE_ENV` (``--shrink-numerics portable``).
+
+    torch, MKL and oneDNN read these variables once, when torch is imported: too late
+    afterwards, which is an error rather than a run that only looks portable."""
+    import sys
+
+    if "torch" in sys.modules:
+        raise RuntimeError(
+            "torch was imported before the numerics could be pinned; set them in the "
+            "environment instead: " + " ".join(f"{k}={v}" for k, v in PORTABLE_ENV.items()))
+    os.environ.update(PORTABLE_ENV)
+    _machine.cache_clear()
