@@ -237,7 +237,7 @@ def render(record: AcceptedRecord) -> str:
         f"model_label = {_string(record.model_label)}",
         f"fingerprint = {_string(record.fingerprint)}",
         f"steps = {_string(json.dumps(list(record.steps), sort_keys=True))}",
-        *([ "# what its calibrated weights hold for (pinned numerics: every x86-64 CPU with AVX2)",
+        *([ "# the machines it holds for: calibrated weights, or a family of int8 kernels",
             f"cpu = {_string(record.cpu)}"] if record.cpu is not None else []),
         "# steps where the config's top-1/top-2 probability margin was below this are listed",
         f"margins_below = {record.margins_below!r}",

@@ -98,7 +98,7 @@ def on_another_cpu(test: str, config: str, failures: Mapping[str, str], why: str
     since one flipped rounding decision makes it another model, not the recorded one at a
     near-tie. Its aggregate tests still gate; a recorded aggregate failure is non-strict."""
     if per_prompt:
-        return Expectation(False, f"advisory on this CPU: config {config!r} has {why}; its "
+        return Expectation(False, f"advisory on this machine: config {config!r}: {why}; its "
                                   "aggregate tests gate (re-record here with "
                                   "--shrink-accept-failures to make them strict)")
     if test in failures:

@@ -214,6 +214,12 @@ class CompressionConfig:
         its accepted record was made on."""
         return any(s.depends_on_cpu() for s in self.steps)
 
+    @property
+    def quantizes_activations(self) -> bool:
+        """Whether its kernels round activations to integers (LLM.int8, W8A8): its outputs
+        follow the machine's family of int8 kernels."""
+        return any(s.quantizes_activations() for s in self.steps)
+
     def fingerprint(self) -> str:
         """Hash of what changes the weights (steps), not of budgets or descriptions."""
         blob = json.dumps(self.params(), sort_keys=True, default=str)

@@ -29,6 +29,14 @@ steps = [
   { method = "blockwise", bits = 4 },
   { method = "eora", rank = 4, activation_aware = false },
 ]
+[[config]]
+name = "w8a8"
+method = "torchao-int8"
+activations = "dynamic"
+[[config]]
+name = "w8a16-in-a-recipe"
+method = "mixed"
+rules = [{ method = "torchao-int8", scope = { part = "mlp" } }]
 """
 CALIBRATION = [[(7 * i + j) % 64 for j in range(12)] for i in range(6)]
 
@@ -55,6 +63,10 @@ def test_which_configs_are_pinned_and_what_their_records_hold_for(
     assert portable.weights_key(configs.get("base"), "cpu") is None
     assert portable.weights_key(configs.get("plain-svd"), "cpu") is None  # no calibration
     assert not portable.applies("cuda")
+    # kernels that quantize activations: the record names the family of int8 kernels
+    w8a8 = portable.weights_key(configs.get("w8a8"), "cpu")
+    assert w8a8 == portable.kernels_key("cpu") and w8a8.endswith("int8 kernels")
+    assert portable.weights_key(configs.get("w8a16-in-a-recipe"), "cpu") is None
     if portable.applies("cpu"):
         assert portable.weights_key(configs.get("g"), "cpu") == portable.PORTABLE_KEY
 

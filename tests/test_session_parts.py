@@ -144,7 +144,7 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
         judged = state.judge("q", suite, [_gen((5, 9, 9)), _gen((5, 8, 8))])
         texts = [g.text for g in judged]
         assert texts[0] == ("live (5, 9, 9)" if foreign else "accepted a")
-    assert why is not None and "made for other weights (x86_64 AVX2 avx2 fma)" in why
+    assert why is not None and "made for x86_64 AVX2 avx2 fma" in why
     per_prompt = expectations.on_another_cpu("test_drift[q-tiny.a]", "q", {}, why, True)
     assert per_prompt is not None and not per_prompt.strict and "advisory" in per_prompt.reason
     # aggregates gate: a new aggregate failure fails; a recorded one is non-strict

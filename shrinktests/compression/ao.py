@@ -34,6 +34,9 @@ class TorchaoInt8(ScopedMethod):
     activations: Literal["none", "dynamic"] = "none"
     scope: Scope = field(default_factory=Scope)
 
+    def quantizes_activations(self) -> bool:
+        return self.activations == "dynamic"
+
     def apply_to(
         self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]], ctx: StepContext
     ) -> torch.nn.Module:

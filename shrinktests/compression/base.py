@@ -79,6 +79,13 @@ class Method(ABC):
         :attr:`cpu_dependent`)."""
         return self.cpu_dependent
 
+    def quantizes_activations(self) -> bool:
+        """Whether its kernels round activations to integers on every forward pass: another
+        family of int8 kernels (AVX2 against AVX-512 VNNI or AMX) then computes another model,
+        not the recorded one at a near-tie (see :func:`shrinktests.compression.portable.
+        weights_key`)."""
+        return False
+
     def uses_calibration(self) -> bool:
         """Whether the result depends on the calibration prompts (then they join the cache key)."""
         return False

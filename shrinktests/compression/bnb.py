@@ -54,6 +54,9 @@ class Bnb8bit(Method):
     threshold: float = 6.0
     skip_modules: tuple[str, ...] = ()
 
+    def quantizes_activations(self) -> bool:
+        return True  # the int8 matmul of the non-outlier columns
+
     def load_kwargs(self) -> dict[str, Any]:
         from transformers import BitsAndBytesConfig
 

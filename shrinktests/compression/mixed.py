@@ -70,6 +70,9 @@ class MixedPrecision(Method):
     def uses_calibration(self) -> bool:
         return any(r.uses_calibration() for r in self.rules)
 
+    def quantizes_activations(self) -> bool:
+        return any(r.quantizes_activations() for r in self.rules)
+
     def check_environment(self) -> None:
         for rule in self.rules:
             rule.check_environment()

@@ -77,10 +77,28 @@ def machine_key(device: str) -> str:
     return cpu_key() if device == "cpu" else f"{cpu_key()} on {device}"
 
 
+def kernels_key(device: str) -> str:
+    """The family of int8 kernels here: torch's CPU capability (AVX2, AVX512) or the GPU.
+
+    Measured on the 7 configs most sensitive to the machine: a W8A8 model on torch's AVX2
+    path read mean KL 0.051 where the AVX-512 and AMX CPUs read 0.030, and lost 3 per-prompt
+    checks, a CPU with AMX against one with AVX-512 VNNI changed 1 to 4 outputs at clear
+    margins and none of its verdicts."""
+    from shrinktests.run.numerics import cpu_key
+
+    family = " ".join(cpu_key().split()[:2])  # e.g. "x86_64 AVX512"
+    return f"{family} int8 kernels" if device == "cpu" else f"{family} on {device}"
+
+
 def weights_key(config: CompressionConfig, device: str) -> str | None:
     """What an accepted record of ``config`` says it holds for beyond its fingerprint: None
-    when its weights follow from the config alone, else :func:`machine_key`."""
-    return machine_key(device) if config.cpu_dependent else None
+    when its outputs follow from the config alone, :func:`machine_key` when its weights are
+    calibrated, :func:`kernels_key` when its kernels quantize activations."""
+    if config.cpu_dependent:
+        return machine_key(device)
+    if config.quantizes_activations:
+        return kernels_key(device)
+    return None
 
 
 def _versions() -> dict[str, str]:

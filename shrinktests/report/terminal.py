@@ -218,7 +218,7 @@ def summary_data(session: ShrinkSession) -> SummaryData:
              "with --shrink-accept-failures" for config, why in session.stale_records.items()]
     stale += [f"{config}: {n} accepted outputs were recorded for other prompts or decoding "
               "settings and were not applied" for config, n in session.stale_outputs.items()]
-    stale += [f"{config}: {why}: its per-prompt checks are advisory on this CPU, its aggregate "
+    stale += [f"{config}: {why}: its per-prompt checks are advisory here, its aggregate "
               "tests gate" for config, why in session.foreign_records.items()]
     aggregates = {n: {k: [e.value, e.low, e.high, e.p, significant(e)]
                       for k, e in session.runs[n].aggregate.items()}

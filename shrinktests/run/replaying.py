@@ -53,19 +53,22 @@ class AcceptedState:
         return self._records[name]
 
     def foreign_cpu(self, name: str) -> str | None:
-        """Why the config's per-prompt verdicts cannot be replayed here, or None: its weights
-        depend on the CPU (GPTQ) and its record was made on another one. Another CPU rounds
-        the calibration activations differently, so the config is another model here, not
-        the recorded one at a near-tie: its outputs are judged live, its per-prompt checks
-        are advisory (non-strict xfails) and its aggregate tests gate."""
+        """Why the config's per-prompt verdicts cannot be replayed here, or None: its record
+        holds for another machine (:func:`~shrinktests.compression.portable.weights_key`:
+        weights calibrated on another one where they are not pinned, or another family of
+        int8 kernels). The config is then another model here, not the recorded one at a
+        near-tie: its outputs are judged live, its per-prompt checks are advisory (non-strict
+        xfails) and its aggregate tests gate."""
         record = self.record(name)
-        here = machine_key(self.inputs.device)
-        if record is None or record.cpu is None or record.cpu == here:
+        if record is None or record.cpu is None:
+            return None
+        here = (weights_key(self.inputs.configs.get(name), self.inputs.device)
+                or machine_key(self.inputs.device))
+        if record.cpu == here:
             return None
         if name not in self.foreign:
-            self.foreign[name] = (f"weights calibrated on this machine's float rounding "
-                                  f"({here}), accepted record made for other weights "
-                                  f"({record.cpu})")
+            self.foreign[name] = (f"outputs computed here for {here}, its accepted record "
+                                  f"made for {record.cpu}")
         return self.foreign[name]
 
     def failures(self, name: str) -> Mapping[str, str]:
