@@ -376,7 +376,7 @@ def _xpassed_line(data: SummaryData) -> str | None:
         if m["expect"] == "breaks":
             return "marked expect = \"breaks\": checks it passes anyway"
         if m.get("advisory"):
-            return "advisory here: weights calibrated for another machine"
+            return "advisory here: its accepted record holds for another machine"
         return "non-strict known failures that passed"
 
     parts = [f"{n} {m['xpassed']} ({why(m)})" for n, m in per.items()]
