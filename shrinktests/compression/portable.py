@@ -5,8 +5,8 @@ turn them into discrete decisions (a weight rounded up or down, a truncated SVD)
 compute those activations through other kernels (AVX2, AVX-512, AMX) and thread counts, so
 their last bits differ, some rounding decisions flip, and each flip feeds the next columns
 and layers: measured on a 4-bit GPTQ config of SmolLM2-135M, the model calibrated on an AMX
-CPU lost 26 points of constraint adherence against the one recorded on an AMD AVX-512 CPU,
-though both ran the same code on the same prompts.
+CPU met 26 points fewer of the baseline's constraints, the one calibrated on an AMD AVX-512
+CPU 16, though both ran the same code on the same prompts.
 
 So the steps that do so (``Method.cpu_dependent``) run once in a child process whose numerics
 are pinned before torch is imported: torch's AVX2 kernels, MKL in its conditional
