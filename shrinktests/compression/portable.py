@@ -134,10 +134,12 @@ def pinned_results(source: ModelSource, config: CompressionConfig,
 
 def _compute(source: ModelSource, config: CompressionConfig,
              calibration: Sequence[Sequence[int]], out: Path, scratch: Path) -> None:
+    from shrinktests.run.cache import atomic_writer
+
     job = scratch / "job.pkl"
-    job.write_bytes(pickle.dumps({"source": source, "config": config,
-                                  "calibration": [list(map(int, c)) for c in calibration],
-                                  "out": out}))
+    with atomic_writer(job, binary=True) as f:
+        pickle.dump({"source": source, "config": config,
+                     "calibration": [list(map(int, c)) for c in calibration], "out": out}, f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     done = subprocess.run([sys.executable, "-m", "shrinktests.compression.portable", str(job)],
                           env={**env, **PINNED_ENV}, capture_output=True, text=True,
