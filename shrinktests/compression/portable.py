@@ -58,13 +58,11 @@ _UNAVAILABLE = 3  # the child's exit status for a step that cannot run here
 def applies(device: str) -> bool:
     """Whether calibrated steps are computed under pinned numerics here: on the CPU of an
     x86-64 machine with AVX2 (the floor every pinned variable above asks for)."""
+    from shrinktests.run.numerics import host_flags
+
     if device != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
         return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return " avx2" in flags
+    return "avx2" in host_flags()
 
 
 def machine_key(device: str) -> str:

@@ -49,13 +49,20 @@ def cpu_flags(cpuinfo: str) -> list[str]:
 
 
 @functools.cache
+def host_flags() -> tuple[str, ...]:
+    """The kernel-relevant flags of this machine's CPU (none where /proc/cpuinfo is absent)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ()
+    return tuple(cpu_flags(text))
+
+
+@functools.cache
 def _machine() -> dict[str, str]:
     import torch
 
-    try:
-        flags = cpu_flags(Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace"))
-    except OSError:
-        flags = []
+    flags = host_flags()
     pinned = " ".join(f"{k}={os.environ[k]}" for k in KERNEL_ENV if os.environ.get(k))
     return {
         "arch": platform.machine(),
