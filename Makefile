@@ -8,6 +8,7 @@ STAMP := $(VENV)/.shrinktests-installed
 REPORT ?= report
 # `make test` runs in two xdist workers: the end-to-end run (the full `make suite`, as a new
 # user runs it) is the long pole, and the other worker takes every other test meanwhile
+# (.ci/run runs `make suite` first and hands it over in $SHRINKTESTS_SUITE_RUN)
 TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
