@@ -78,6 +78,9 @@ def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: C
         s.flip_verdicts[(shrink_config, shrink_case.id)].append(
             "drift " + ("within budget" if not live.violations else
                         "; ".join(f"{v.budget} but got {v.value:.4g}" for v in live.violations)))
+    if not result.bounded:
+        pytest.skip(f"no drift budget bounds config {shrink_config!r}: give it budgets such as "
+                    '["kl_mean <= 1.5", "top1 >= 0.3"], or put them in [settings] for every config')
     if result.violations:
         div = result.divergence if result.divergence is not None else len(base.token_ids)
         _fail(s, shrink_config, checks.drift_message(

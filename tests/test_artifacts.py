@@ -175,3 +175,19 @@ def test_export_refuses_an_existing_folder_and_an_unknown_config(
     assert _export("nf5", tmp_path / "new") == 2
     err = capsys.readouterr().err
     assert "unknown config 'nf5'; known: baseline, bf16" in err and not (tmp_path / "new").exists()
+
+
+def test_an_artifact_added_to_the_shipped_configs_without_budgets_fails_drift(
+        shrink_project: ProjectMaker, tmp_path: Path) -> None:
+    """A broken release added to the shipped configs file as it is, with no budgets of its own,
+    is held to the file's default drift budgets: it fails, it does not pass silently."""
+    configs = (ROOT / "suites" / "configs.toml").read_text()
+    configs += '\n[[config]]\nname = "saved-pruned"\ncheckpoint = "../pruned"\n'
+    calibration = (ROOT / "suites" / "calibration.toml").read_text()
+    p = shrink_project(configs, calibration)
+    _save_pruned(p.path / "pruned")
+    run = p.runpytest_subprocess("suites", "-k", "drift and saved-pruned")
+    out = run.stdout.str()
+    outcomes = run.parseoutcomes()
+    assert outcomes.get("failed", 0) >= 1 and "passed" not in outcomes, out[-3000:]
+    assert re.search(r"kl_mean <= 1.5 but got \d", out) or "top1 >= 0.3 but got" in out, out[-3000:]

@@ -84,6 +84,15 @@ def test_drift_failure_message_shows_where_and_how_much(shrink_project: ProjectM
     assert re.search(r"(first divergence at token \d+|no divergence)", result.stdout.str())
 
 
+def test_drift_no_budget_bounds_is_skipped_with_the_reason(shrink_project: ProjectMaker) -> None:
+    """A config with no drift budget (none of its own, none in [settings]) could never fail
+    its drift tests: they say so instead of passing."""
+    p = shrink_project(TWO_CONFIGS.replace('budgets = ["kl_mean <= 0.05"]\n', ""))
+    result = p.runpytest_subprocess("suites", "-k", "drift", "-rs")
+    result.assert_outcomes(skipped=2)
+    result.stdout.fnmatch_lines(["*no drift budget bounds config 'bf16'*[settings]*"])
+
+
 def test_expect_breaks_is_a_strict_xfail(shrink_project: ProjectMaker) -> None:
     """A positive control marked expect = "breaks" is green while broken, red once it isn't."""
     broken = TWO_CONFIGS + """

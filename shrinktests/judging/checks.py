@@ -38,6 +38,8 @@ class Drift:
     violations: list[Violation] = field(default_factory=list)
     #: teacher-forced top-1 disagreements at baseline near-ties, left out of ``top1``
     tie_disagreements: int = 0
+    #: whether any drift budget applied: without one, nothing could fail
+    bounded: bool = True
 
 
 def drift(
@@ -71,7 +73,7 @@ def drift(
     }
     drift_budgets = [b for b in budgets if b.metric in DRIFT_METRICS]
     return Drift(values, div, near_tie, margin, violations(drift_budgets, values),
-                 tf.tie_disagreements(epsilon))
+                 tf.tie_disagreements(epsilon), bounded=bool(drift_budgets))
 
 
 @dataclass(frozen=True)
