@@ -13,7 +13,7 @@ TEST_WORKERS ?= 2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install suite test lint
+.PHONY: install install-llama suite test lint
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# optional: llama.cpp as an engine (configs with engine = "llama.cpp" skip without it). The
+# binding is built from source (about 5 minutes on 2 cores); a native build can use CPU
+# instructions a virtual machine refuses (SIGILL on AMX tiles), so it is built portable.
+install-llama: install
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PY) -m pip install -q llama-cpp-python==0.3.36
 
 suite: install
 	$(PY) -m pytest suites/ $(ARGS)

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -164,6 +164,8 @@ Expectation = Literal["passes", "breaks"]
 
 
 ArtifactKind = Literal["checkpoint", "gguf"]
+#: what runs a config's model: transformers (PyTorch's kernels) or llama.cpp (a GGUF file)
+ENGINES = ("transformers", "llama.cpp")
 
 
 @dataclass(frozen=True)
@@ -197,11 +199,14 @@ class CompressionConfig:
     replay_epsilon: float | None = None
     #: a released model to load as the candidate instead of compressing the baseline
     artifact: Artifact | None = None
+    #: what runs it: "transformers", or "llama.cpp" for a GGUF file (``gguf = ...``, a
+    #: ``gguf`` method step written as a file, or, with neither, the model's own GGUF)
+    engine: str = "transformers"
 
     def params(self) -> list[dict[str, Any]]:
-        if self.artifact is not None:
-            return [self.artifact.params()]
-        return [s.params() for s in self.steps]
+        own = ([self.artifact.params()] if self.artifact is not None
+               else [s.params() for s in self.steps])
+        return own if self.engine == "transformers" else [*own, {"engine": self.engine}]
 
     @property
     def uses_calibration(self) -> bool:
@@ -314,7 +319,7 @@ class ConfigSet:
 
 
 _CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures",
-                "replay_epsilon", "checkpoint", "gguf"}
+                "replay_epsilon", "checkpoint", "gguf", "engine"}
 _ARTIFACT_KEYS = ("checkpoint", "gguf")
 _SETTINGS_KEYS = {f.name for f in fields(Settings)}
 
@@ -377,6 +382,8 @@ def load_configs(path: Path) -> ConfigSet:
             step_specs = list(raw_steps)
         elif "method" in inline:
             step_specs = [inline]
+        elif raw.get("engine") == "llama.cpp":
+            step_specs = []  # the model's own GGUF file, under llama.cpp
         else:
             raise SpecError(path, entry, "method",
                             "give method = \"...\" (one step) or steps = [{method = ...}, ...], "
@@ -422,9 +429,10 @@ def load_configs(path: Path) -> ConfigSet:
         if own is not None and (isinstance(own, bool) or not isinstance(own, int | float)
                                 or not 0 <= own < 1):
             raise SpecError(path, entry, "replay_epsilon", f"must be in [0, 1), got {own!r}")
+        engine = _engine(path, entry, raw, steps, artifact)
         configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
                                          tuple(known), None if own is None else float(own),
-                                         artifact))
+                                         artifact, engine))
     reference = settings.reference or configs[0].name
     if reference not in [c.name for c in configs]:
         raise SpecError(path, "[settings]", "reference",
@@ -448,6 +456,23 @@ def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[
     if not paths:
         raise SpecError(configs_path, "", "", "no suite files beside this configs file")
     return paths
+
+
+def _engine(path: Path, entry: str, raw: Mapping[str, Any], steps: Sequence[Method],
+            artifact: Artifact | None) -> str:
+    """``engine``: transformers (the default) or llama.cpp, which runs GGUF files only."""
+    engine = raw.get("engine", "transformers")
+    if engine not in ENGINES:
+        raise SpecError(path, entry, "engine", f"unknown engine {engine!r}"
+                        f"{nearest_name(str(engine), ENGINES)}; known: {', '.join(ENGINES)}")
+    if engine == "llama.cpp":
+        gguf_step = len(steps) == 1 and steps[0].name == "gguf"
+        if (artifact is not None and artifact.kind != "gguf") or (steps and not gguf_step):
+            raise SpecError(path, entry, "engine",
+                            "llama.cpp runs GGUF files: give gguf = \"file.gguf\", one "
+                            "method = \"gguf\" step (written as a file), or neither (the "
+                            "model's own GGUF)")
+    return str(engine)
 
 
 def _artifact(path: Path, entry: str, raw: Mapping[str, Any],

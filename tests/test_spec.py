@@ -87,12 +87,15 @@ def test_real_configs_file_loads() -> None:
     assert cs.get("broken-2bit").steps == (BlockwiseQuant(bits=2, block_size=32),)
     assert cs.get("broken-2bit").expect == "breaks"
     assert cs.get("bf16").expect == "passes"
-    # defaults from [settings] are kept and the config's own budgets added
+    # defaults from [settings] are kept and the config's own replace them per metric
     assert [str(b) for b in cs.get("bf16").budgets] == [
         "repetition <= 0.35", "soup <= 0.2", "min_tokens >= 1", "overshoot <= 0",
-        "adherence_drop <= 0.1", "loop_increase <= 0.1", "empty_increase <= 0.1",
         "kl_mean <= 0.05", "top1 >= 0.9",
+        "adherence_drop <= 0.1", "loop_increase <= 0.1", "empty_increase <= 0.1",
     ]
+    # a config with no drift budget of its own is still bounded (the shipped defaults)
+    assert {"kl_mean <= 1.5", "top1 >= 0.3"} <= {str(b) for b in cs.get("baseline").budgets}
+    assert cs.get("q4_1-llamacpp").engine == "llama.cpp" and not cs.get("q4_1-llamacpp").steps
     # the accepted state of every shipped config is recorded for exactly these configs
     from shrinktests import accepted
 
@@ -405,6 +408,11 @@ CONFIG_ERRORS: dict[str, tuple[str, list[str]]] = {
         _cfg('steps = [{method = "bnb-8bit"}, {method = "bnb-4bit"}]'),
         ["config 'q2'", "field 'steps'", "only one"],
     ),
+    "unknown-engine": (_cfg('method = "gguf"\nengine = "llamacpp"'),
+                       ["config 'q2'", "field 'engine'", "unknown engine 'llamacpp'",
+                        "did you mean 'llama.cpp'", "known: transformers, llama.cpp"]),
+    "llama-engine-other-method": (_cfg('method = "blockwise"\nengine = "llama.cpp"'),
+                                  ["config 'q2'", "field 'engine'", "runs GGUF files"]),
     "expect-value": (_cfg('method = "dtype"\nexpect = "fails"'),
                      ["config 'q2'", "field 'expect'", "must be 'passes' or 'breaks'"]),
     "description-type": (_cfg('method = "dtype"\ndescription = 1'),

@@ -17,8 +17,10 @@ falls back: the ternary types (blocks of 256) to ``Q4_0``. The report counts suc
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from shrinktests.compression.base import ScopedMethod
@@ -139,3 +141,66 @@ class GgufQuant(ScopedMethod):
             details["fallback"] = (f"rows not a multiple of {block_size(self.type)} "
                                    f"stored as {FALLBACK[self.type]}, as llama-quantize does")
         return model
+
+
+def write_gguf(step: GgufQuant, source_gguf: Path, model_folder: Path, out: Path) -> None:
+    """Write the weights this step gives as a real GGUF file, the one llama.cpp would load.
+
+    Every tensor the step's scope selects is read from ``source_gguf``, dequantized and rounded
+    to the step's type by the same ``gguf`` quantizers the step uses; every other tensor
+    (embeddings, norms, a layer out of scope) and all metadata, tokenizer included, are copied
+    as they are. Rounding works on rows, and the file keeps llama.cpp's row order (the query
+    and key rows are permuted against transformers'), so each rounded row holds the numbers
+    the step gives the transformers model. ``model_folder`` (the source in transformers
+    form) names the scoped modules; they are mapped to GGUF names by ``gguf``'s own table.
+    """
+    import gguf
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_folder)
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(config)
+    reader = gguf.GGUFReader(source_gguf)
+    arch_name = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name)
+    names = gguf.get_tensor_name_map(arch, int(config.num_hidden_layers))
+    targets: dict[str, str] = {}
+    for name, _ in step.scope.linear_modules(meta):
+        mapped = names.get_name(f"{name}.weight", try_suffixes=(".weight",))
+        if mapped is None:
+            raise ConfigError("scope", f"{name} has no tensor in {source_gguf.name}")
+        targets[mapped] = name
+    tensors: list[tuple[str, Any, Any]] = []
+    for tensor in reader.tensors:
+        data, raw = tensor.data, tensor.tensor_type
+        if tensor.name in targets:
+            values = dequantize(tensor.data, tensor.tensor_type.name)
+            qtype = type_for(step.type, values.shape[-1])
+            if qtype is None:
+                raise ConfigError("type", f"{targets[tensor.name]} has rows of "
+                                  f"{values.shape[-1]} values, not a multiple of {step.type}'s "
+                                  f"block of {block_size(step.type)}")
+            data, raw = quantize(values, qtype), gguf.GGMLQuantizationType[qtype]
+        tensors.append((tensor.name, data, raw))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # renamed into place when whole
+    try:
+        writer = gguf.GGUFWriter(tmp, arch_name, endianess=reader.endianess)
+        for fld in reader.fields.values():
+            if fld.name == gguf.Keys.General.ARCHITECTURE or fld.name.startswith("GGUF."):
+                continue
+            kind = fld.types[0]
+            sub = fld.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(fld.name, fld.contents(), kind, sub_type=sub)
+        for name, data, raw in tensors:
+            writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, raw)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for _, data, _ in tensors:
+            writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+        writer.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -79,6 +79,8 @@ class SummaryData(TypedDict):
     replays: list[str]
     stale: list[str]
     aggregates: dict[str, dict[str, Interval]]
+    #: which engine moved what, per llama.cpp config (:mod:`shrinktests.run.engine_split`)
+    engines: list[dict[str, Any]]
     judgements: list[str]
     reference: list[str]
     level: float

@@ -14,7 +14,15 @@ from pathlib import Path
 from shrinktests.atlas import report as atlas_report
 from shrinktests.report import svg
 from shrinktests.report.data import ConfigMetrics, Example, SummaryData
-from shrinktests.report.terminal import COLUMNS, STATS_COLUMNS, format_row, stats_rows
+from shrinktests.report.terminal import (
+    COLUMNS,
+    ENGINE_COLUMNS,
+    ENGINE_LEGEND,
+    STATS_COLUMNS,
+    engine_rows,
+    format_row,
+    stats_rows,
+)
 from shrinktests.run.cache import atomic_write_text
 
 #: regressions shown side by side in summary.md
@@ -72,6 +80,14 @@ def markdown(data: SummaryData) -> str:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |"
                   for r in stats_rows(data["aggregates"])]
         lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
+    if data.get("engines"):
+        lines += [f"{ENGINE_LEGEND[0].upper()}{ENGINE_LEGEND[1:]}, "
+                  f"{100 * data['level']:.0f}% intervals over prompts:", "",
+                  "| " + " | ".join(ENGINE_COLUMNS) + " |",
+                  "|---|---|---" + "|---:" * (len(ENGINE_COLUMNS) - 3) + "|"]
+        lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |"
+                  for r in engine_rows(data["engines"])]
+        lines.append("")
     lines += [f"- **{name}**: {text}" for name, text in data["details"].items()]
     lines += machine_dependent(data)
     if atlas := data["atlas"]:
@@ -184,11 +200,19 @@ def _stats_html(data: SummaryData) -> list[str]:
             _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
 
 
+def _engines_html(data: SummaryData) -> list[str]:
+    if not data.get("engines"):
+        return []
+    return [f"<h2>Which engine moved what</h2><p>{escape(ENGINE_LEGEND)}; "
+            f"{100 * data['level']:.0f}% intervals over prompts.</p>",
+            _table_html(ENGINE_COLUMNS, engine_rows(data["engines"]))]
+
+
 def _config_html(data: SummaryData) -> list[str]:
     details = "".join(f"<li><b>{escape(k)}</b>: {escape(v)}</li>"
                       for k, v in data["details"].items())
     return [_table_html(COLUMNS, [format_row(m) for m in data["configs"].values()]),
-            f"<ul>{details}</ul>", *_stats_html(data),
+            f"<ul>{details}</ul>", *_stats_html(data), *_engines_html(data),
             '<h2>Plots</h2><div class="charts">', *_charts(data), "</div>"]
 
 

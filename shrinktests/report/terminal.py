@@ -10,6 +10,7 @@ from shrinktests.judging.checks import Degeneration, median
 from shrinktests.judging.stats import significant
 from shrinktests.report.data import ConfigMetrics, Example, SummaryData
 from shrinktests.report.table import format_table
+from shrinktests.run.engine_split import split_rows
 from shrinktests.run.numerics import describe as describe_numerics
 
 if TYPE_CHECKING:
@@ -228,7 +229,7 @@ def summary_data(session: ShrinkSession) -> SummaryData:
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
         "replays": replays, "stale": stale,
-        "aggregates": aggregates, "judgements": judged,
+        "aggregates": aggregates, "judgements": judged, "engines": split_rows(session),
         "reference": [f"reference for {suite}: {note}"
                       for suite, note in session.reference_notes.items()],
         "level": session.configs.confidence,
@@ -261,6 +262,7 @@ def merge_data(parts: list[SummaryData], order: list[str]) -> SummaryData:
         "aggregates": {n: owner[n]["aggregates"][n] for n in names
                        if n in owner[n]["aggregates"]},
         "judgements": sorted({line for p in parts for line in p["judgements"]}),
+        "engines": [row for p in parts for row in p.get("engines", [])],
         "reference": sorted({line for p in parts for line in p["reference"]}),
         "level": parts[0]["level"] if parts else 0.95,
         "examples": {n: owner[n]["examples"][n] for n in names},
@@ -325,6 +327,23 @@ def stats_rows(aggregates: dict[str, dict[str, list[Any]]]) -> list[list[str]]:
                      _interval(a["adherence_drop"], "+.0f", 100)
                      if "adherence_drop" in a else "-"])
     return rows
+
+
+ENGINE_COLUMNS = ("llama.cpp config", "comparison", "configs", "mean KL [CI]", "top-1 [CI]")
+
+
+def engine_rows(engines: list[dict[str, Any]]) -> list[list[str]]:
+    """The engine split: one row per comparison (config b against config a)."""
+    rows = []
+    for r in engines:
+        figures = ([r["error"], ""] if "error" in r else
+                   [_interval(r["kl"], ".4f"), _interval(r["top1"], ".3f")])
+        rows.append([r["candidate"], r["what"], f"{r['b']} vs {r['a']}", *figures])
+    return rows
+
+
+ENGINE_LEGEND = ("which engine moved what: the same weights under transformers and llama.cpp, "
+                 "teacher-forced on the baseline's continuations")
 
 
 BENCH_COLUMNS = ("config", "prompt tok/s", "gen tok/s", "vs ref", "load+comp s", "peak RSS MB",
@@ -413,6 +432,9 @@ def render(data: SummaryData) -> list[str]:
                      "significant):")
         lines += format_table(stats_rows(data["aggregates"]), STATS_COLUMNS)
         lines += data["judgements"]
+    if data.get("engines"):
+        lines += ["", f"{ENGINE_LEGEND}, {100 * data['level']:.0f}% intervals over prompts:"]
+        lines += format_table(engine_rows(data["engines"]), ENGINE_COLUMNS)
     if data["bench"]:
         lines.append("")
         lines.append(f"throughput (pytest-benchmark, fixed workload: {data['workload']}; "

@@ -211,7 +211,14 @@ def generate(
     prefixes: Sequence[Prefix | None] | None = None,
 ) -> tuple[list[Generation], Timings]:
     """Greedy-generate a continuation for every prompt, in fixed chunks of ``batch_size``;
-    where ``prefixes`` gives the start of a prompt's output, only the rest is generated."""
+    where ``prefixes`` gives the start of a prompt's output, only the rest is generated.
+    A llama.cpp model generates every output whole, one prompt at a time: a prefix there
+    would be evaluated as one batch where the full run decodes it token by token."""
+    from shrinktests.run.llama_cpp import LlamaCppModel
+
+    if isinstance(model, LlamaCppModel):
+        return model.generate(tokenizer, prompts, settings, _stop_ids(tokenizer, model), on_step)
+
     def run(start: int, chunk: Sequence[Sequence[int]]) -> tuple[list[Generation], Timings]:
         known = list(prefixes[start:start + len(chunk)]) if prefixes else None
         return _greedy_chunk(model, tokenizer, chunk, settings, on_step, known)
@@ -536,6 +543,11 @@ def iter_continuation_logprobs(
     ``model(...)`` call of each chunk (the atlas starts it at the layer it perturbed)."""
     import torch
 
+    from shrinktests.run.llama_cpp import LlamaCppModel
+
+    if isinstance(model, LlamaCppModel):
+        yield from model.logprobs(prompts, continuations)
+        return
     device = _model_device(model)
     # logits over the continuation's slots only, not a [rows, prompt, vocabulary] block
     # nobody reads (on the shipped suites the same numbers bit for bit, and 30% less memory)

@@ -177,12 +177,18 @@ class RunInputs:
         (a changed suite then changes that config's results instead of reusing stale ones)."""
         config = self.configs.get(name)
         if (artifact := self.artifact_source(name)) is not None:  # the files, not the path
-            return cache_key("artifact", {"config": config.fingerprint(),
-                                          "files": artifact.fingerprint})
-        if not config.uses_calibration:
-            return config.fingerprint()
-        return cache_key("calibrated", {"config": config.fingerprint(),
-                                        "calibration": self.calibration()})
+            own = cache_key("artifact", {"config": config.fingerprint(),
+                                         "files": artifact.fingerprint})
+        elif not config.uses_calibration:
+            own = config.fingerprint()
+        else:
+            own = cache_key("calibrated", {"config": config.fingerprint(),
+                                           "calibration": self.calibration()})
+        if config.engine == "llama.cpp":  # another binding: other kernels, other results
+            from shrinktests.run.llama_cpp import binding_version
+
+            return cache_key("engine", {"own": own, "binding": binding_version()})
+        return own
 
     def record_fingerprint(self, name: str) -> str:
         """What an accepted record must have been made for: the config's steps, plus the

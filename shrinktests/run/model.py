@@ -45,6 +45,8 @@ class ModelSource:
     path: Path
     label: str
     fingerprint: str
+    #: the GGUF file it was converted from, if any (llama.cpp runs that file)
+    gguf: Path | None = None
 
     def describe(self) -> str:
         return f"{self.label}@{self.fingerprint}"
@@ -116,7 +118,7 @@ def gguf_model_source(gguf: Path, cache: Path | None = None, stem: str | None = 
     folder = cache / "models" / f"{stem or gguf.stem.lower()}-{digest[:16]}"
     if not (folder / "config.json").exists():
         _convert_gguf(gguf, folder)
-    return ModelSource(folder, label or gguf.name, digest[:16])
+    return ModelSource(folder, label or gguf.name, digest[:16], gguf)
 
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:

@@ -16,7 +16,7 @@ from shrinktests.compression import portable
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
-from shrinktests.run.model import stored_param_count
+from shrinktests.run.model import cache_root, load_tokenizer, stored_param_count
 from shrinktests.run.progress import PhaseClock, Progress
 from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
@@ -26,6 +26,7 @@ from shrinktests.run.variant import (
     build_artifact_variant,
     build_variant,
 )
+from shrinktests.schema import ConfigError
 
 
 class VariantPool:
@@ -49,7 +50,11 @@ class VariantPool:
         if name not in self._variants:
             config = self.inputs.configs.get(name)
             ref_params = None if name == self.reference else self.reference_params()
-            if config.artifact is not None:
+            if config.engine == "llama.cpp":
+                what = "loading its GGUF file into llama.cpp" + (
+                    f" ({config.artifact.path.name})" if config.artifact is not None
+                    else " (written from the model's own GGUF first)" if config.steps else "")
+            elif config.artifact is not None:
                 what = f"loading {config.artifact.kind} {config.artifact.path.name}"
             else:
                 steps = " + ".join(step.name for step in config.steps)
@@ -58,7 +63,9 @@ class VariantPool:
             with self.guard(name):
                 self.inputs.ensure_torch()
                 artifact = self.inputs.artifact_source(name)
-                if artifact is not None:
+                if config.engine == "llama.cpp":
+                    self._variants[name] = self._llama_variant(name, ref_params)
+                elif artifact is not None:
                     self._variants[name] = build_artifact_variant(
                         self.inputs.source, artifact, config, ref_params,
                         self.inputs.tokenizer.get_vocab(), self.inputs.device)
@@ -87,6 +94,24 @@ class VariantPool:
             self.cache.put("stats", self.inputs.stats_key(name), self._variants[name].stats)
             self.runs[name].stats = self._variants[name].stats
         return self._variants[name]
+
+    def _llama_variant(self, name: str, ref_params: int | None) -> Variant:
+        """A GGUF file under llama.cpp, at the run's thread count; a candidate file must read
+        the prompts with the baseline's vocabulary."""
+        import torch
+
+        from shrinktests.run.llama_cpp import build_llama_variant
+
+        artifact = self.inputs.artifact_source(name)
+        if artifact is not None:
+            vocab = load_tokenizer(artifact).get_vocab()
+            if vocab != self.inputs.tokenizer.get_vocab():
+                raise ConfigError("gguf", f"{artifact.label}: its tokenizer is not the "
+                                  "baseline's: a candidate must read the prompts as the "
+                                  "baseline does")
+        return build_llama_variant(self.inputs.configs.get(name), self.inputs.source,
+                                   self.inputs.options.cache_dir or cache_root(), ref_params,
+                                   torch.get_num_threads())
 
     def reference_params(self) -> int:
         """The uncompressed parameter count (bits per weight divide by it): from the source's

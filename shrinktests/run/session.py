@@ -330,7 +330,11 @@ class ShrinkSession:
 
     # ------------------------------------------------------------------ teacher-forced
 
-    def _tf_key(self, name: str, suite: Suite) -> str:
+    def scored(self, name: str, suite: Suite) -> bool:
+        """Whether config ``name``'s teacher-forced pass over ``suite`` ran in this run."""
+        return (name, suite.name) in self._tf
+
+    def tf_key(self, name: str, suite: Suite) -> str:
         stored = self.stored_reference(suite)
         return cache_key("teacher-forced", {
             "gen": self.inputs.generation_key(self.reference.name, suite),
@@ -347,7 +351,7 @@ class ShrinkSession:
         if mem not in self._tf:
             base = self.generations(self.reference.name, suite)
             stored = self.stored_reference(suite)
-            key = self._tf_key(name, suite)
+            key = self.tf_key(name, suite)
             cached = self.cache.get("teacher-forced", key)
             if cached is None and stored is not None:
                 cached = self._teacher_forced_stored(name, stored)
