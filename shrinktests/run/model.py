@@ -268,3 +268,36 @@ def load_model(source: ModelSource, device: str = "cpu",
     model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
     model.eval()
     return model, time.perf_counter() - start
+
+
+def load_candidate(source: ModelSource, device: str = "cpu") -> tuple[torch.nn.Module, float]:
+    """A candidate folder as it ships, through the kernels that run it here.
+
+    A GPTQ folder (``quantization_config.quant_method = "gptq"``, as gptqmodel writes it) loads
+    through gptqmodel's own loader with its portable torch kernel: transformers' GPTQ loader
+    needs optimum's GPTQ support, and no gptqmodel CPU kernel runs such a folder in float32
+    (the torch kernel takes float16 or bfloat16; the fused one needs rows a multiple of the
+    group size, which a hidden size of 576 and groups of 128 are not). It runs in the
+    folder's own half-precision dtype (bfloat16 unless it says float16), as it would ship.
+    Everything else loads with :func:`load_model`.
+    """
+    quant = json.loads((source.path / "config.json").read_text()).get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "gptq":
+        return load_model(source, device)
+    import torch
+
+    from shrinktests.compression.base import MethodUnavailable
+
+    try:
+        from gptqmodel import BACKEND, GPTQModel
+    except ImportError as exc:
+        raise MethodUnavailable(f"a GPTQ folder loads through gptqmodel: pip install gptqmodel "
+                                f"({exc})") from None
+    cfg = json.loads((source.path / "config.json").read_text())
+    half = cfg.get("torch_dtype", cfg.get("dtype")) == "float16"
+    start = time.perf_counter()
+    wrapper = GPTQModel.load(str(source.path), device=device, backend=BACKEND.TORCH,
+                             dtype=torch.float16 if half else torch.bfloat16)
+    model: torch.nn.Module = wrapper.model
+    model.eval()
+    return model, time.perf_counter() - start

@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 from shrinktests.compression.base import TensorError
 from shrinktests.compression.context import StepContext, safetensors_lookup
 from shrinktests.compression.measure import model_bytes, tensor_errors
-from shrinktests.run.model import ModelSource, load_model, load_tokenizer, weight_files
+from shrinktests.run.model import (
+    ModelSource,
+    load_candidate,
+    load_model,
+    load_tokenizer,
+    weight_files,
+)
 from shrinktests.spec import CompressionConfig
 
 if TYPE_CHECKING:
@@ -140,7 +146,8 @@ def build_artifact_variant(
                                 f"({len(vocab)} vs {len(base_vocab)} tokens; first difference "
                                 f"{differ[0] if differ else '?'}): a candidate must read the "
                                 "prompts as the baseline does")
-    model, load_seconds = load_model(artifact, device)
+    model, load_seconds = (load_candidate(artifact, device) if kind == "checkpoint"
+                           else load_model(artifact, device))
     files = ([config.artifact.path] if kind == "gguf" else weight_files(artifact.path))
     on_disk = sum(f.stat().st_size for f in files)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
