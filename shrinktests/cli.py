@@ -61,14 +61,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="measure the scopes only; do not suggest and score a recipe")
     atlas.add_argument("--top", type=int, default=10, help="scopes shown in the terminal table")
     export = sub.add_parser(
-        "export", help="write a config's model as a Hugging Face checkpoint",
+        "export", help="write a config's model as a Hugging Face checkpoint (a GGUF file for "
+        "an engine = \"llama.cpp\" config)",
         description="Build CONFIG as the suites test it, save it with save_pretrained, load "
         "it back and check that it reproduces the tested model's log-probs; only then is "
         "the folder moved to --out. The folder can be gated later as a checkpoint = ... "
-        "config.")
+        "config. A llama.cpp config writes its GGUF file, read back by llama.cpp.")
     export.add_argument("config", metavar="CONFIG", help="config name in the configs file")
-    export.add_argument("--out", metavar="DIR", required=True, help="folder to write "
-                        "(must not exist)")
+    export.add_argument("--out", metavar="DIR", required=True, help="folder (or .gguf file) "
+                        "to write (must not exist)")
     export.add_argument("--model", metavar="PATH", help="local Hugging Face causal LM folder "
                         "(default: the embedded SmolLM2-135M-Instruct)")
     export.add_argument("--configs", metavar="PATH", default="suites/configs.toml",

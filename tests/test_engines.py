@@ -153,3 +153,17 @@ def test_gguf_files_run_under_llama_cpp_with_every_test_and_the_split(
     weights = rows[("gguf-q4_0-llamacpp", "candidate vs baseline, llama.cpp")]
     assert 0 < engine["kl"][0] < 0.05 < weights["kl"][0], rows
     assert "which engine moved what" in out
+
+
+def test_export_of_a_llama_config_writes_the_gguf_file_llama_cpp_reads_back(
+        llama_cpp: object, tmp_path: Path) -> None:
+    import gguf
+
+    from shrinktests.cli import main
+
+    out = tmp_path / "release" / "model-Q4_0.gguf"
+    assert main(["export", "gguf-q4_0-llamacpp", "--out", str(out), "--configs",
+                 str(ROOT / "suites" / "configs.toml"), "--threads", "1"]) == 0
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    assert types["blk.0.attn_q.weight"] == "Q4_0" and types["blk.29.ffn_down.weight"] == "Q4_0"
+    assert not [p for p in out.parent.iterdir() if p != out]  # no temporary file left

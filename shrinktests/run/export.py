@@ -22,6 +22,7 @@ from shrinktests.run.engine import continuation_logprobs
 from shrinktests.run.model import ModelSource, load_model, weight_files
 
 if TYPE_CHECKING:
+    from shrinktests.run.llama_cpp import LlamaCppModel
     from shrinktests.run.session import ShrinkSession
 
 #: largest difference of a log-prob between the tested and the reloaded model
@@ -45,10 +46,14 @@ def export_config(session: ShrinkSession, name: str, out: Path, prompts: int = 4
     """Save config ``name``'s model to ``out`` (which must not exist yet) and check it."""
     if out.exists():
         raise ExportError(f"{out} exists; remove it or choose another --out")
+    from shrinktests.run.llama_cpp import LlamaCppModel
+
     variant = session.variant(name)
     base = session.generations(session.reference.name, session.options.suites[0])[:prompts]
     ids, conts = [g.prompt_ids for g in base], [g.token_ids for g in base]
     out.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(variant.model, LlamaCppModel):
+        return _export_gguf(variant.model, out, ids, conts, variant.stats.bytes)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
         try:
@@ -80,3 +85,27 @@ def export_config(session: ShrinkSession, name: str, out: Path, prompts: int = 4
 def describe_steps(session: ShrinkSession, name: str) -> str:
     config = session.configs.get(name)
     return " + ".join(step.name for step in config.steps) or name
+
+
+def _export_gguf(model: LlamaCppModel, out: Path, ids: list[tuple[int, ...]],
+                 conts: list[tuple[int, ...]], tested_bytes: int) -> Exported:
+    """A llama.cpp config ships its GGUF file: copied beside ``out``, loaded back by llama.cpp
+    and moved into place only if it gives the tested log-probs."""
+    from shrinktests.run.llama_cpp import LlamaCppModel
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        shutil.copyfile(model.path, tmp)
+        reloaded = LlamaCppModel(tmp, model.threads)
+        tested = [lp for _, lp in model.logprobs(ids, conts)]
+        loaded = [lp for _, lp in reloaded.logprobs(ids, conts)]
+        del reloaded
+        delta = max((float(np.abs(a - b).max()) for a, b in zip(tested, loaded, strict=True)
+                     if a.size), default=0.0)
+        if not delta <= TOLERANCE:
+            raise ExportError(f"{out.name}: llama.cpp does not read back the tested model "
+                              f"(largest log-prob difference {delta:.3g})")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Exported(out, out.stat().st_size, tested_bytes, delta, sum(len(c) for c in conts))
