@@ -61,17 +61,17 @@ def test_each_llama_config_is_paired_with_the_same_weights_under_transformers(
     assert groups["own-llama"] == EngineGroup("own-llama", "baseline", "own-llama")
     rows = [(c.what, c.a, c.b) for c in groups["q4-llama"].comparisons("baseline")]
     assert rows == [
-        ("baseline weights: transformers vs llama.cpp", "baseline", "own-llama"),
-        ("candidate weights: transformers vs llama.cpp", "q4", "q4-llama"),
-        ("candidate vs baseline, transformers", "baseline", "q4"),
-        ("candidate vs baseline, llama.cpp", "own-llama", "q4-llama"),
+        ("engine alone (baseline weights)", "baseline", "own-llama"),
+        ("engine alone (candidate weights)", "q4", "q4-llama"),
+        ("weights alone (transformers)", "baseline", "q4"),
+        ("weights alone (llama.cpp)", "own-llama", "q4-llama"),
     ]
     assert len(groups["own-llama"].comparisons("baseline")) == 1
     # a model read from a folder has no GGUF of its own: nothing stands for its weights
     folder = {g.candidate: g for g in engine_groups(cs.configs, "baseline", False)}
     assert folder["q4-llama"].own is None
     assert [c.what for c in folder["q4-llama"].comparisons("baseline")] == [
-        "candidate weights: transformers vs llama.cpp", "candidate vs baseline, transformers"]
+        "engine alone (candidate weights)", "weights alone (transformers)"]
 
 
 def test_the_written_gguf_file_holds_the_transformers_configs_numbers(tmp_path: Path) -> None:
@@ -149,8 +149,8 @@ def test_gguf_files_run_under_llama_cpp_with_every_test_and_the_split(
     assert 1e-4 < own["kl"] < 0.05 and own["top1"] > 0.9, own
     assert "gguf SmolLM2-135M-Instruct.Q4_1.gguf: 98.4 MB on disk" in out
     rows = {(r["candidate"], r["what"]): r for r in data["engines"]}
-    engine = rows[("gguf-q4_0-llamacpp", "candidate weights: transformers vs llama.cpp")]
-    weights = rows[("gguf-q4_0-llamacpp", "candidate vs baseline, llama.cpp")]
+    engine = rows[("gguf-q4_0-llamacpp", "engine alone (candidate weights)")]
+    weights = rows[("gguf-q4_0-llamacpp", "weights alone (llama.cpp)")]
     assert 0 < engine["kl"][0] < 0.05 < weights["kl"][0], rows
     assert "which engine moved what" in out
 

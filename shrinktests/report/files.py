@@ -84,7 +84,7 @@ def markdown(data: SummaryData) -> str:
         lines += [f"{ENGINE_LEGEND[0].upper()}{ENGINE_LEGEND[1:]}, "
                   f"{100 * data['level']:.0f}% intervals over prompts:", "",
                   "| " + " | ".join(ENGINE_COLUMNS) + " |",
-                  "|---|---|---" + "|---:" * (len(ENGINE_COLUMNS) - 3) + "|"]
+                  "|---|---" + "|---:" * (len(ENGINE_COLUMNS) - 2) + "|"]
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |"
                   for r in engine_rows(data["engines"])]
         lines.append("")

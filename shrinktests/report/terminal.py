@@ -329,16 +329,20 @@ def stats_rows(aggregates: dict[str, dict[str, list[Any]]]) -> list[list[str]]:
     return rows
 
 
-ENGINE_COLUMNS = ("llama.cpp config", "comparison", "configs", "mean KL [CI]", "top-1 [CI]")
+ENGINE_COLUMNS = ("comparison", "configs", "mean KL [CI]", "top-1 [CI]")
 
 
 def engine_rows(engines: list[dict[str, Any]]) -> list[list[str]]:
-    """The engine split: one row per comparison (config b against config a)."""
-    rows = []
+    """The engine split: one row per comparison (config b against config a), each pair once
+    (the engine's own drift is shared by every llama.cpp config)."""
+    rows, seen = [], set()
     for r in engines:
+        if (r["a"], r["b"]) in seen:
+            continue
+        seen.add((r["a"], r["b"]))
         figures = ([r["error"], ""] if "error" in r else
                    [_interval(r["kl"], ".4f"), _interval(r["top1"], ".3f")])
-        rows.append([r["candidate"], r["what"], f"{r['b']} vs {r['a']}", *figures])
+        rows.append([r["what"], f"{r['b']} vs {r['a']}", *figures])
     return rows
 
 

@@ -51,17 +51,17 @@ class EngineGroup:
     def comparisons(self, reference: str) -> list[Comparison]:
         c, rows = self.candidate, []
         if self.own is not None:
-            rows.append(Comparison(c, "baseline weights: transformers vs llama.cpp",
+            rows.append(Comparison(c, "engine alone (baseline weights)",
                                    reference, self.own))
         if self.candidate == self.own:
             return rows
         if self.twin is not None and self.twin != reference:
-            rows.append(Comparison(c, "candidate weights: transformers vs llama.cpp",
+            rows.append(Comparison(c, "engine alone (candidate weights)",
                                    self.twin, c))
-            rows.append(Comparison(c, "candidate vs baseline, transformers", reference,
+            rows.append(Comparison(c, "weights alone (transformers)", reference,
                                    self.twin))
         if self.own is not None:
-            rows.append(Comparison(c, "candidate vs baseline, llama.cpp", self.own, c))
+            rows.append(Comparison(c, "weights alone (llama.cpp)", self.own, c))
         return rows
 
 
