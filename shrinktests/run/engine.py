@@ -214,10 +214,11 @@ def generate(
     where ``prefixes`` gives the start of a prompt's output, only the rest is generated.
     A llama.cpp model generates every output whole, one prompt at a time: a prefix there
     would be evaluated as one batch where the full run decodes it token by token."""
-    from shrinktests.run.llama_cpp import LlamaCppModel
-
-    if isinstance(model, LlamaCppModel):
-        return model.generate(tokenizer, prompts, settings, _stop_ids(tokenizer, model), on_step)
+    if getattr(model, "runs_itself", False):  # llama.cpp (shrinktests.run.llama_cpp)
+        runner: Any = model
+        gens_timings: tuple[list[Generation], Timings] = runner.generate(
+            tokenizer, prompts, settings, _stop_ids(tokenizer, model), on_step)
+        return gens_timings
 
     def run(start: int, chunk: Sequence[Sequence[int]]) -> tuple[list[Generation], Timings]:
         known = list(prefixes[start:start + len(chunk)]) if prefixes else None
@@ -543,10 +544,9 @@ def iter_continuation_logprobs(
     ``model(...)`` call of each chunk (the atlas starts it at the layer it perturbed)."""
     import torch
 
-    from shrinktests.run.llama_cpp import LlamaCppModel
-
-    if isinstance(model, LlamaCppModel):
-        yield from model.logprobs(prompts, continuations)
+    if getattr(model, "runs_itself", False):  # llama.cpp (shrinktests.run.llama_cpp)
+        runner: Any = model
+        yield from runner.logprobs(prompts, continuations)
         return
     device = _model_device(model)
     # logits over the continuation's slots only, not a [rows, prompt, vocabulary] block

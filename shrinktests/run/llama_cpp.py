@@ -64,6 +64,8 @@ class LlamaCppModel(torch.nn.Module):
 
     #: the model folder's generation config: its end-of-sequence ids stop a continuation
     generation_config: Any = None
+    #: :mod:`shrinktests.run.engine` hands generation and teacher forcing to the model itself
+    runs_itself = True
 
     def __init__(self, path: Path, threads: int) -> None:
         super().__init__()
