@@ -128,7 +128,7 @@ BAD: list[tuple[str, str, str, str | None, tuple[str, ...], str]] = [
      "configs.toml, [settings], field 'referense': unknown key (did you mean 'reference'?)"),
     ("config-key-typo", CONFIGS.replace('"bfloat16"', '"bfloat16"\nexpected = "breaks"'), SUITE,
      LLAMA, (), "config 'bf16', field 'expected': unknown key (did you mean 'expect'?); config "
-     "keys: budgets, checkpoint, description, expect, gguf, known_failures, name, "
+     "keys: budgets, checkpoint, description, engine, expect, gguf, known_failures, name, "
      "replay_epsilon; method parameters: dtype"),
     ("wrong-type", CONFIGS, SUITE.replace("max_new_tokens = 8", 'max_new_tokens = "8"'),
      LLAMA, (), "tiny.toml, [suite], field 'max_new_tokens': must be an integer, got '8'"),

@@ -158,9 +158,9 @@ def write_gguf(step: GgufQuant, source_gguf: Path, model_folder: Path, out: Path
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_folder)
-    with torch.device("meta"):
-        meta = AutoModelForCausalLM.from_config(config)
+    config = AutoConfig.from_pretrained(model_folder, trust_remote_code=False)
+    with torch.device("meta"):  # names only: no memory, no weights read
+        meta = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
     reader = gguf.GGUFReader(source_gguf)
     arch_name = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
     arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == arch_name)

@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -181,7 +182,6 @@ def build_llama_variant(config: CompressionConfig, source: ModelSource, cache: P
     """Load a config's GGUF file into llama.cpp. Its figures come from the file: bytes on
     disk, bits per weight against the baseline's parameter count, layers and parameters."""
     import gguf
-    from transformers import GenerationConfig
 
     from shrinktests.run.variant import Variant, VariantStats
 
@@ -192,8 +192,9 @@ def build_llama_variant(config: CompressionConfig, source: ModelSource, cache: P
     compress_seconds = time.perf_counter() - start
     start = time.perf_counter()
     model = LlamaCppModel(path, threads)
-    if (source.path / "generation_config.json").exists():  # the same stop tokens
-        model.generation_config = GenerationConfig.from_pretrained(source.path)
+    if (gen := source.path / "generation_config.json").exists():  # the same stop tokens
+        eos = json.loads(gen.read_text()).get("eos_token_id")
+        model.generation_config = SimpleNamespace(eos_token_id=eos)
     load_seconds = time.perf_counter() - start
     reader = gguf.GGUFReader(path)
     arch = str(reader.fields[gguf.Keys.General.ARCHITECTURE].contents())
