@@ -16,7 +16,7 @@ from shrinktests.compression import portable
 from shrinktests.compression.base import MethodUnavailable
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
-from shrinktests.run.model import cache_root, load_tokenizer, stored_param_count
+from shrinktests.run.model import cache_root, stored_param_count
 from shrinktests.run.progress import PhaseClock, Progress
 from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
@@ -25,8 +25,8 @@ from shrinktests.run.variant import (
     VariantStats,
     build_artifact_variant,
     build_variant,
+    check_vocabulary,
 )
-from shrinktests.schema import ConfigError
 
 
 class VariantPool:
@@ -104,11 +104,9 @@ class VariantPool:
 
         artifact = self.inputs.artifact_source(name)
         if artifact is not None:
-            vocab = load_tokenizer(artifact).get_vocab()
-            if vocab != self.inputs.tokenizer.get_vocab():
-                raise ConfigError("gguf", f"{artifact.label}: its tokenizer is not the "
-                                  "baseline's: a candidate must read the prompts as the "
-                                  "baseline does")
+            given = self.inputs.configs.get(name).artifact
+            assert given is not None
+            check_vocabulary(artifact, given, self.inputs.tokenizer.get_vocab())
         return build_llama_variant(self.inputs.configs.get(name), self.inputs.source,
                                    self.inputs.options.cache_dir or cache_root(), ref_params,
                                    torch.get_num_threads())

@@ -17,7 +17,7 @@ from shrinktests.run.model import (
     load_tokenizer,
     weight_files,
 )
-from shrinktests.spec import CompressionConfig
+from shrinktests.spec import Artifact, CompressionConfig
 
 if TYPE_CHECKING:
     import torch
@@ -135,17 +135,10 @@ def build_artifact_variant(
     when the layers line up with the baseline's."""
     import json
 
-    from shrinktests.schema import ConfigError
 
     assert config.artifact is not None
     kind = config.artifact.kind
-    vocab = load_tokenizer(artifact).get_vocab()
-    if vocab != base_vocab:
-        differ = sorted(set(vocab.items()) ^ set(base_vocab.items()), key=lambda kv: kv[1])
-        raise ConfigError(kind, f"{config.artifact.path}: its tokenizer is not the baseline's "
-                                f"({len(vocab)} vs {len(base_vocab)} tokens; first difference "
-                                f"{differ[0] if differ else '?'}): a candidate must read the "
-                                "prompts as the baseline does")
+    check_vocabulary(artifact, config.artifact, base_vocab)
     model, load_seconds = (load_candidate(artifact, device) if kind == "checkpoint"
                            else load_model(artifact, device))
     files = ([config.artifact.path] if kind == "gguf" else weight_files(artifact.path))
@@ -170,3 +163,18 @@ def build_artifact_variant(
                               "on_disk": on_disk, "layers": layers(artifact),
                               "baseline_layers": base_layers, "params": n_params,
                               "baseline_params": ref}}))
+
+
+def check_vocabulary(artifact: ModelSource, given: Artifact, base_vocab: dict[str, int]) -> None:
+    """A candidate's tokenizer must be the baseline's, or the comparison would feed it other
+    token ids."""
+    from shrinktests.schema import ConfigError
+
+    kind = given.kind
+    vocab = load_tokenizer(artifact).get_vocab()
+    if vocab != base_vocab:
+        differ = sorted(set(vocab.items()) ^ set(base_vocab.items()), key=lambda kv: kv[1])
+        raise ConfigError(kind, f"{given.path}: its tokenizer is not the baseline's "
+                                f"({len(vocab)} vs {len(base_vocab)} tokens; first difference "
+                                f"{differ[0] if differ else '?'}): a candidate must read the "
+                                "prompts as the baseline does")
