@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
-from shrinktests.report.terminal import COLUMNS, format_row, merge_data, render
+from shrinktests.judging.aggregate import PromptOutcome, judge
+from shrinktests.judging.budgets import parse_budget
+from shrinktests.judging.stats import Estimate
+from shrinktests.report.terminal import (
+    COLUMNS,
+    config_power,
+    format_row,
+    merge_data,
+    power_line,
+    render,
+)
 from shrinktests.run.progress import PhaseClock, describe_slowest
 
 
@@ -18,7 +29,8 @@ def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
             "replays": [], "stale": [], "reference": [], "numerics": "torch x, 2 threads",
             "model": "M@1", "generate_calls": calls, "hits": 1, "misses": 2, "workers": 1,
             "bench": extra.get("bench", {}), "workload": "4 prompts x 32 new tokens",
-            "atlas": None, "config_phases": extra.get("config_phases", {})}
+            "atlas": None, "config_phases": extra.get("config_phases", {}),
+            **({"power": extra["power"]} if "power" in extra else {})}
 
 
 def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
@@ -27,8 +39,8 @@ def _row(name: str, verdict: str, **figures: Any) -> dict[str, Any]:
         ("tps", "vs_ref", "mb", "bits", "compress_s", "rel_err", "kl", "top1", "div_median",
          "adherence", "mean_tokens", "distinct_2"))
     counts = dict.fromkeys(("diverged", "prompts", "identical", "near_ties", "outputs", "loops",
-                            "empty", "truncated", "constraints", "met", "replayed", "flips",
-                            "changed", "unrecorded"), 0)
+                            "empty", "truncated", "constraints", "met", "replayed",
+                            "replay_near_ties", "changed", "unrecorded"), 0)
     return {**empty, **counts, "name": name, "expect": "passes", "verdict": verdict,
             "cached_tps": False, "modes": {}, **figures}
 
@@ -39,8 +51,9 @@ def test_a_row_formats_every_figure() -> None:
              outputs=41, loops=12, empty=1, adherence=0.44)
     assert format_row(m) == ["nf4", "52.5", "2.28x", "173", "10.30", "0.290", "0.80",
                              "4+6=~2", "-", "12/41", "1/41", "44%", "ok, 2 xfail"]
-    replayed = format_row({**m, "replayed": 41, "flips": 3, "changed": 1})
-    assert replayed[COLUMNS.index("flips")] == "3+1!"
+    replayed = format_row({**m, "replayed": 41, "replay_near_ties": 3, "changed": 1})
+    assert replayed[COLUMNS.index("near-ties")] == "3+1!"
+    assert "flips" not in COLUMNS  # two-way flips are another thing (the power lines)
     assert format_row(_row("x", "ok")) == ["x", *["-"] * (len(COLUMNS) - 2), "ok"]
 
 
@@ -100,6 +113,83 @@ def test_the_statistics_table_marks_noise() -> None:
     assert "0.290 [0.210,0.380]" in row
     assert "+27 [+12,+41] p<.001" in row
     assert "+3 [-5,+10] p=0.55 noise" in row
+
+
+AGGREGATES = {"nf4": {"mean_kl": [0.29, 0.21, 0.38, None, True],
+                      "adherence_drop": [0.03, -0.05, 0.1, 0.55, False]},
+              "int8": {"mean_kl": [0.01, 0.0, 0.02, None, True]}}
+
+
+def _power(mde: dict[str, float], n: int, passed: bool,
+           **flipped: list[int]) -> dict[str, Any]:
+    return {"power": 0.8, "mde": mde, "gate_passed": passed, "flips": flipped,
+            "pairs": {k: n * (2 if k == "adherence_drop" else 1) for k in mde}}
+
+
+POWER = {"nf4": _power({"adherence_drop": 0.137, "loop_increase": 0.0925,
+                        "empty_increase": 0.0683, "mean_kl": 0.0219}, 41, True,
+                       adherence=[5, 2], loops=[3, 0], empty=[0, 0]),
+         "int8": _power({"adherence_drop": 0.12, "loop_increase": 0.2, "mean_kl": 0.0004}, 41,
+                        False, adherence=[0, 0])}
+
+
+def test_each_config_says_what_its_comparison_could_detect() -> None:
+    """One line per config under the statistics table, and one sentence, for the largest rate
+    bound among the configs whose gate passed, that a pass within noise is not "no change"
+    (int8's larger loop bound is left out: its gate failed)."""
+    lines = render(_part([_row("nf4", "ok"), _row("int8", "FAIL (1)")], ["nf4", "int8"], 1,
+                         aggregates=AGGREGATES, power=POWER))
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("smallest change"))
+    assert lines[at] == ("smallest change each comparison would detect (80% power at 95%), "
+                         "and flips lost/gained against the baseline:")
+    assert lines[at + 1] == ("nf4: adherence drop ≥ 0.14, loop increase ≥ 0.09, empty increase "
+                             "≥ 0.07, KL change ≥ 0.022; flips adherence 5/2, loops 3/0")
+    assert lines[at + 2] == ("int8: adherence drop ≥ 0.12, loop increase ≥ 0.20, KL change ≥ "
+                             "0.0004; no flips")
+    assert lines[at + 3] == ('a pass within noise is not "no change": 41 prompts (82 '
+                             "constraints) cannot tell an adherence drop below 0.14 from noise "
+                             "(nf4, 80% power)")
+    assert sum("cannot tell" in ln for ln in lines) == 1
+    # no gate passed: no sentence; no power data (older data): no lines at all
+    failed = {n: {**p, "gate_passed": False} for n, p in POWER.items()}
+    assert not any("cannot tell" in ln for ln in render(
+        _part([_row("nf4", "ok")], ["nf4"], 1, aggregates=AGGREGATES, power=failed)))
+    assert not any(ln.startswith("smallest change") for ln in render(
+        _part([_row("nf4", "ok")], ["nf4"], 1, aggregates=AGGREGATES)))
+
+
+def test_merged_data_keeps_each_configs_power_from_the_worker_that_tested_it() -> None:
+    w1 = _part([_row("nf4", "ok")], ["nf4"], 1, aggregates={"nf4": AGGREGATES["nf4"]},
+               power={"nf4": POWER["nf4"]})
+    w2 = _part([_row("nf4", "skipped"), _row("int8", "ok")], ["int8"], 1,
+               aggregates={"int8": AGGREGATES["int8"]}, power={"int8": POWER["int8"]})
+    old = _part([_row("bf16", "ok")], ["bf16"], 1)  # a part without power data
+    for parts in ([w1, w2, old], [old, w2, w1]):
+        merged = merge_data(parts, ["bf16", "nf4", "int8"])
+        assert merged["power"] == {"nf4": POWER["nf4"], "int8": POWER["int8"]}
+        assert list(merged["power"]) == ["nf4", "int8"]  # in the configs' order
+
+
+def test_power_comes_from_the_outcomes_the_aggregate_test_judged() -> None:
+    """config_power on a stand-in session: the same PromptOutcome list gives the detectable
+    effects, the pairs, the two-way flips, and whether the aggregate gate passed."""
+    outcomes = [PromptOutcome(kl=0.1 * (i % 3), top1=0.9, base_loop=False, cand_loop=i < 2,
+                              base_empty=False, cand_empty=False, base_met=(i >= 3,),
+                              cand_met=(i >= 5 or i == 0,)) for i in range(41)]
+    found = {"adherence_drop": Estimate(0.02, -0.05, 0.1, 0.95, 0.6)}
+    judged = judge([parse_budget("adherence_drop <= 0.1")], found)
+    session = SimpleNamespace(prompt_outcomes=lambda name: outcomes,
+                              runs={"nf4": SimpleNamespace(judgements=judged)},
+                              configs=SimpleNamespace(confidence=0.95))
+    p = config_power(session, "nf4")  # type: ignore[arg-type]
+    assert p["flips"] == {"loops": [2, 0], "empty": [0, 0], "adherence": [2, 1]}
+    assert p["pairs"] == {"adherence_drop": 41, "loop_increase": 41, "empty_increase": 41,
+                          "mean_kl": 41}
+    assert p["gate_passed"] and p["power"] == 0.8
+    assert power_line(p).startswith("adherence drop ≥ 0.12, loop increase ≥ 0.10, ")
+    assert power_line(p).endswith("; flips loops 2/0, adherence 2/1")
+    session.runs["nf4"].judgements = []  # no aggregate budget: nothing gated, nothing passed
+    assert not config_power(session, "nf4")["gate_passed"]  # type: ignore[arg-type]
 
 
 def test_the_time_breakdown_names_the_slowest_configs() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shrinktests.report.files import html, markdown, worst_regressions, write_report
-from tests.test_report import _part, _row
+from tests.test_report import AGGREGATES, POWER, _part, _row
 
 
 def _example(case: str, kl: float, divergence: int | None = 3) -> dict[str, Any]:
@@ -65,6 +65,25 @@ def test_summary_md_lists_what_depended_on_the_machine() -> None:
                         ("## Outputs that left the accepted ones", data["replays"][0]),
                         ("## Divergences at a near-tie of the baseline", data["near_ties"][0])):
         assert md.index(title) < md.index(f"- {line}")
+
+
+def test_summary_md_and_index_html_say_what_each_comparison_could_detect() -> None:
+    """The power lines of the terminal, one item per config, and the noise sentence once;
+    data without power figures (written before they existed) renders without them."""
+    data = {**_data(), "aggregates": AGGREGATES, "power": POWER}
+    md = markdown(data)
+    assert ("Smallest change each comparison would detect (80% power at 95%), and flips "
+            "lost/gained against the baseline:") in md
+    assert ("- **nf4**: adherence drop ≥ 0.14, loop increase ≥ 0.09, empty increase ≥ 0.07, "
+            "KL change ≥ 0.022; flips adherence 5/2, loops 3/0") in md
+    assert ('A pass within noise is not "no change": 41 prompts (82 constraints) cannot tell '
+            "an adherence drop below 0.14 from noise (nf4, 80% power).") in md
+    assert md.count("cannot tell") == 1
+    assert "| near-ties |" in md and "| flips |" not in md
+    page = html(data)
+    assert "<li><b>int8</b>: adherence drop ≥ 0.12" in page and page.count("cannot tell") == 1
+    older = {**_data(), "aggregates": AGGREGATES}
+    assert "Smallest change" not in markdown(older) and "Smallest change" not in html(older)
 
 
 class _Collect(HTMLParser):

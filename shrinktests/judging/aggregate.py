@@ -11,6 +11,10 @@ worse everywhere. Because 30-odd prompts are few, each aggregate comes with its 
   or "inconclusive" (a real change whose interval straddles the limit);
 - ``adherence_drop.upper <= 0.1`` bounds the interval itself: it fails while the data cannot
   rule out a drop above 10 points (the conservative gate).
+
+Since "within noise" is not "no change", :func:`detectable` gives each aggregate's minimum
+detectable effect (80 % power at the configured level), and :func:`flips` the two-way counts
+behind a paired rate: outcomes the config lost and gained against the baseline.
 """
 
 from __future__ import annotations
@@ -19,7 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from shrinktests.judging.budgets import AGGREGATE_METRICS, Budget
-from shrinktests.judging.stats import Estimate, bootstrap_mean, paired_rate_change
+from shrinktests.judging.stats import (
+    POWER,
+    Estimate,
+    bootstrap_mean,
+    paired_mean_mde,
+    paired_rate_change,
+    paired_rate_mde,
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,85 @@ def estimates(outcomes: Sequence[PromptOutcome], level: float) -> dict[str, Esti
     if base_met:
         gain = paired_rate_change(base_met, cand_met, level)  # cand − base
         out["adherence_drop"] = Estimate(-gain.value, -gain.high, -gain.low, level, gain.p)
+    return out
+
+
+@dataclass(frozen=True)
+class Flips:
+    """Paired pass/fail outcomes that changed between the baseline and the config, in both
+    directions ("flips" as the literature on compressed models counts them): a net change of
+    zero can hide many flips each way.
+
+    ``lost``: passed by the baseline, failed by the config; ``gained``: the other way. A pass
+    is a constraint met, an output not in a repetition loop, an output not empty.
+    """
+
+    lost: int
+    gained: int
+
+
+def _flips(base_pass: Iterable[bool], cand_pass: Iterable[bool]) -> Flips:
+    pairs = list(zip(base_pass, cand_pass, strict=True))
+    return Flips(lost=sum(1 for b, c in pairs if b and not c),
+                 gained=sum(1 for b, c in pairs if c and not b))
+
+
+def flips(outcomes: Sequence[PromptOutcome]) -> dict[str, Flips]:
+    """Two-way flips per paired outcome: ``adherence`` per constraint, ``loops`` and ``empty``
+    per prompt (left out when there is nothing to pair: no prompts, or no constraints)."""
+    out: dict[str, Flips] = {}
+    if outcomes:
+        out["loops"] = _flips([not o.base_loop for o in outcomes],
+                              [not o.cand_loop for o in outcomes])
+        out["empty"] = _flips([not o.base_empty for o in outcomes],
+                              [not o.cand_empty for o in outcomes])
+    base_met = [m for o in outcomes for m in o.base_met]
+    if base_met:
+        out["adherence"] = _flips(base_met, [m for o in outcomes for m in o.cand_met])
+    return out
+
+
+#: which flips lie behind each paired-rate aggregate
+FLIPS_OF = {"adherence_drop": "adherence", "loop_increase": "loops",
+            "empty_increase": "empty"}
+
+
+def pairs(outcomes: Sequence[PromptOutcome]) -> dict[str, int]:
+    """How many paired outcomes each aggregate of :func:`detectable` rests on: constraints for
+    ``adherence_drop``, prompts for the others (prompts with a KL for ``mean_kl``)."""
+    out: dict[str, int] = {}
+    if constraints := sum(len(o.base_met) for o in outcomes):
+        out["adherence_drop"] = constraints
+    if outcomes:
+        out["loop_increase"] = out["empty_increase"] = len(outcomes)
+    if kls := sum(1 for o in outcomes if o.kl is not None):
+        out["mean_kl"] = kls
+    return out
+
+
+def detectable(outcomes: Sequence[PromptOutcome], level: float,
+               power: float = POWER) -> dict[str, float]:
+    """The minimum detectable effect of each aggregate (``adherence_drop``, ``loop_increase``,
+    ``empty_increase``, ``mean_kl``) at ``level`` with ``power``: the smallest change the
+    suite's prompts would show as significant, so a pass "within noise" says how large a
+    change could still hide in it. Paired rates use the observed discordance (the flips,
+    :func:`shrinktests.judging.stats.paired_rate_mde`); mean KL the spread of the per-prompt
+    KL (:func:`shrinktests.judging.stats.paired_mean_mde`). A metric without data is left
+    out, as is mean KL with fewer than two prompts.
+
+    Constraints of one prompt are counted as independent pairs, as :func:`estimates` does;
+    they are not quite (one bad answer can miss several), so the bound is optimistic there.
+    """
+    out: dict[str, float] = {}
+    found = flips(outcomes)
+    n = pairs(outcomes)
+    for metric, kind in FLIPS_OF.items():
+        if metric in n:
+            f = found[kind]
+            out[metric] = paired_rate_mde(f.lost + f.gained, n[metric], level, power)
+    kls = [o.kl for o in outcomes if o.kl is not None]
+    if len(kls) >= 2:
+        out["mean_kl"] = paired_mean_mde(kls, level, power)
     return out
 
 

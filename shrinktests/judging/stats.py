@@ -9,12 +9,16 @@ noise; these functions say so with numbers:
 - :func:`bootstrap_mean` — percentile bootstrap interval of a mean of per-prompt values (KL,
   top-1, differences), resampling prompts with a fixed seed so reports are reproducible;
 - :func:`mcnemar` — exact two-sided McNemar test on discordant pass/fail pairs (a constraint
-  met by the baseline only, or by the config only).
+  met by the baseline only, or by the config only);
+- :func:`paired_rate_mde` and :func:`paired_mean_mde` — the smallest change those comparisons
+  would call significant with 80 % power, so that "within noise" reads as "no change larger
+  than this", not as "no change".
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -25,6 +29,8 @@ import numpy.typing as npt
 
 BOOTSTRAP_SAMPLES = 2000
 SEED = 0
+#: the power at which minimum detectable effects are stated (the usual 80 %)
+POWER = 0.8
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,66 @@ def significant(est: Estimate) -> bool:
     if est.p is not None:
         return est.p < 1 - est.level
     return est.low > 0 or est.high < 0
+
+
+def _z_sum(level: float, power: float) -> float:
+    """z_{1−α/2} + z_{power} for a two-sided test at α = 1 − ``level``."""
+    if not 0 < level < 1 or not 0 < power < 1:
+        raise ValueError(f"need 0 < level, power < 1, got level={level}, power={power}")
+    normal = NormalDist()
+    return normal.inv_cdf(0.5 + level / 2) + normal.inv_cdf(power)
+
+
+def paired_rate_mde(discordant: int, n: int, level: float = 0.95,
+                    power: float = POWER) -> float:
+    """The smallest change of a paired rate (cand − base, either sign) that McNemar's test at
+    α = 1 − ``level`` would call significant with probability ``power``, given ``n`` pairs of
+    which ``discordant`` (b + c) differ.
+
+    Why: a budget judged "within noise" only says that no change was *shown*; with 41 prompts
+    a drop of several points can hide in that noise. This bound says how large a change the
+    suite would have caught, so a pass reads "no change above MDE", not "no change".
+
+    The normal approximation of the paired-proportion power formula (Connor 1987): with
+    discordance ψ = (b + c) / n, detecting a difference δ needs n ≈ (z_{1−α/2} + z_{power})²·ψ/δ²
+    (dropping δ² next to ψ in the variance under the alternative), hence
+
+        MDE ≈ (z_{1−α/2} + z_{power}) · sqrt(ψ / n).
+
+    The observed ψ stands in for the discordance under the alternative. With no discordant
+    pair it is floored at one (ψ = 1/n): zero observed flips do not mean the suite detects
+    any change, only that the spread is at most about one pair. A rate change cannot exceed
+    1, so neither does the bound (a figure of 1 means: the suite cannot detect anything).
+    """
+    if n < 1:
+        raise ValueError(f"need at least one pair, got n={n}")
+    if not 0 <= discordant <= n:
+        raise ValueError(f"need 0 <= discordant <= n, got discordant={discordant}, n={n}")
+    psi = max(discordant, 1) / n
+    return min(1.0, _z_sum(level, power) * math.sqrt(psi / n))
+
+
+def paired_mean_mde(values: Sequence[float], level: float = 0.95,
+                    power: float = POWER) -> float:
+    """The smallest shift of a paired mean that a two-sided test at α = 1 − ``level`` would
+    call significant with probability ``power``: ``values`` are the per-prompt differences
+    (for KL(base‖config) the per-prompt KL itself, the baseline's own being 0).
+
+    Why: as for :func:`paired_rate_mde`, so that a mean KL "within noise" comes with the size
+    of change the prompts could have shown. The normal approximation of the one-sample power
+    formula, n = ((z_{1−α/2} + z_{power})·sd/δ)², solved for δ:
+
+        MDE = (z_{1−α/2} + z_{power}) · sd / sqrt(n),
+
+    sd the sample standard deviation (n − 1) of the values. With few prompts the t quantiles
+    would be larger, so this is a lower bound there. Values that are all equal give 0, as the
+    bootstrap interval of such values has no width; fewer than two values have no spread and
+    raise ``ValueError``.
+    """
+    if len(values) < 2:
+        raise ValueError(f"need at least two values for a spread, got {len(values)}")
+    sd = statistics.stdev(float(v) for v in values)
+    return _z_sum(level, power) * sd / math.sqrt(len(values))
 
 
 def ranks(values: Sequence[float]) -> npt.NDArray[np.float64]:

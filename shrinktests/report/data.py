@@ -7,7 +7,7 @@ merge agree on the keys. Built by :func:`shrinktests.report.terminal.summary_dat
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 
 class ConfigMetrics(TypedDict):
@@ -21,6 +21,8 @@ class ConfigMetrics(TypedDict):
     vs_ref: float | None
     mb: float | None
     bits: float | None
+    #: bits per weight of the linear weights the config changed (None: none, or unknown)
+    quantized_bits: NotRequired[float | None]
     compress_s: float | None
     rel_err: float | None
     kl: float | None
@@ -30,9 +32,11 @@ class ConfigMetrics(TypedDict):
     prompts: int
     identical: int
     near_ties: int
-    #: outputs replayed against the accepted ones, machine-dependent flips, real changes
+    #: outputs replayed against the accepted ones; those that left the accepted output at a
+    #: near-tie on this machine (the accepted output judged; the "near-ties" column, called
+    #: "flips" before 2-way flips were reported); real changes (this run's output judged)
     replayed: int
-    flips: int
+    replay_near_ties: int
     changed: int
     unrecorded: int
     outputs: int
@@ -69,6 +73,22 @@ class Example(TypedDict):
 Interval = list[Any]
 
 
+class Power(TypedDict):
+    """What a config's aggregate comparison could detect, and its two-way flips
+    (:func:`shrinktests.judging.aggregate.detectable`, :func:`~.aggregate.flips`)."""
+
+    #: the power the detectable effects are stated at (0.8), at the summary's ``level``
+    power: float
+    #: aggregate metric -> minimum detectable effect (rates as fractions, KL in nats)
+    mde: dict[str, float]
+    #: aggregate metric -> paired outcomes it rests on (constraints, or prompts)
+    pairs: dict[str, int]
+    #: "adherence", "loops", "empty" -> [lost, gained] against the baseline
+    flips: dict[str, list[int]]
+    #: every aggregate budget of the config held (judged, none failed)
+    gate_passed: bool
+
+
 class SummaryData(TypedDict):
     """What a run (or the merge of several workers' runs) reports."""
 
@@ -79,6 +99,9 @@ class SummaryData(TypedDict):
     replays: list[str]
     stale: list[str]
     aggregates: dict[str, dict[str, Interval]]
+    #: per config with aggregates: minimum detectable effects and two-way flips (absent from
+    #: data written before they were reported; read with ``.get("power", {})``)
+    power: NotRequired[dict[str, Power]]
     #: which engine moved what, per llama.cpp config (:mod:`shrinktests.run.engine_split`)
     engines: list[dict[str, Any]]
     judgements: list[str]

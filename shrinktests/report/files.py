@@ -21,6 +21,9 @@ from shrinktests.report.terminal import (
     STATS_COLUMNS,
     engine_rows,
     format_row,
+    noise_note,
+    power_header,
+    power_line,
     stats_rows,
 )
 from shrinktests.run.cache import atomic_write_text
@@ -66,9 +69,9 @@ def markdown(data: SummaryData) -> str:
                   "|" + "|".join("---" if i == 0 else "---:" for i in range(len(COLUMNS))) + "|"]
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
         lines += ["", "KL and top-1 are teacher-forced on the baseline continuation; 1st div is "
-                  "the median first divergent token (`+N=` prompts identical, `~N` near-ties); "
-                  "flips counts outputs that left the accepted ones at a near-tie (`+N!`: real "
-                  "changes); "
+                  "the median first divergent token (`+N=` prompts identical, `~N` at a near-tie "
+                  "of the baseline); near-ties counts outputs that left the accepted ones at a "
+                  "near-tie on this machine (`+N!`: real changes); "
                   "loops and empty count degenerate outputs; constr is the share of constraints "
                   "met.", ""]
     if data.get("aggregates"):
@@ -80,6 +83,7 @@ def markdown(data: SummaryData) -> str:
         lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |"
                   for r in stats_rows(data["aggregates"])]
         lines += ["", *[f"- {line}" for line in data["judgements"]], ""]
+        lines += _power_md(data)
     if data.get("engines"):
         lines += [f"{ENGINE_LEGEND[0].upper()}{ENGINE_LEGEND[1:]}, "
                   f"{100 * data['level']:.0f}% intervals over prompts:", "",
@@ -105,6 +109,20 @@ def markdown(data: SummaryData) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _power_md(data: SummaryData) -> list[str]:
+    """summary.md's minimum detectable effects and two-way flips, one item per config, and
+    the note that a pass within noise is not "no change"."""
+    power = data.get("power", {})
+    if not power:
+        return []
+    header = power_header(data["level"], next(iter(power.values()))["power"])
+    lines = [header[0].upper() + header[1:], ""]
+    lines += [f"- **{name}**: {_md_cell(power_line(p))}" for name, p in power.items()]
+    if note := noise_note(power):
+        lines += ["", _md_cell(note[0].upper() + note[1:]) + "."]
+    return [*lines, ""]
+
+
 def machine_dependent(data: SummaryData) -> list[str]:
     """summary.md's list of what depended on this machine's float rounding: stale records,
     outputs replayed against the accepted ones, divergences at a near-tie of the baseline."""
@@ -112,9 +130,9 @@ def machine_dependent(data: SummaryData) -> list[str]:
     for title, listed, text in (
         ("Accepted records not applied", data["stale"], ""),
         ("Outputs that left the accepted ones", data["replays"],
-         "A flip at a near-tie depends on the machine (its kernels, its thread count), so the "
-         "accepted output was judged; a clear-margin change is real and this run's output "
-         "was judged."),
+         "Leaving the accepted output at a near-tie depends on the machine (its kernels, its "
+         "thread count), so the accepted output was judged; a clear-margin change is real and "
+         "this run's output was judged."),
         ("Divergences at a near-tie of the baseline", data["near_ties"],
          "Where the baseline's own top-2 margin is below near_tie_epsilon, the divergence is "
          "reported, not counted as drift."),
@@ -194,10 +212,17 @@ def _stats_html(data: SummaryData) -> list[str]:
     if not data.get("aggregates"):
         return []
     notes = "".join(f"<li>{escape(line)}</li>" for line in data["judgements"])
-    return [f"<h2>Against the baseline, {100 * data['level']:.0f}% intervals</h2>",
-            "<p>Bootstrap over prompts; loops and adherence in percentage points, paired, with "
-            "exact McNemar p; <i>noise</i>: not significant.</p>",
-            _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
+    out = [f"<h2>Against the baseline, {100 * data['level']:.0f}% intervals</h2>",
+           "<p>Bootstrap over prompts; loops and adherence in percentage points, paired, with "
+           "exact McNemar p; <i>noise</i>: not significant.</p>",
+           _table_html(STATS_COLUMNS, stats_rows(data["aggregates"])), f"<ul>{notes}</ul>"]
+    if power := data.get("power", {}):
+        header = power_header(data["level"], next(iter(power.values()))["power"])
+        items = "".join(f"<li><b>{escape(name)}</b>: {escape(power_line(p))}</li>"
+                        for name, p in power.items())
+        note = f"<p>{escape(n)}.</p>" if (n := noise_note(power)) else ""
+        out += [f"<p>{escape(header[0].upper() + header[1:])}</p><ul>{items}</ul>{note}"]
+    return out
 
 
 def _engines_html(data: SummaryData) -> list[str]:

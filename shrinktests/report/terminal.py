@@ -6,9 +6,10 @@ import statistics
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from shrinktests.judging.aggregate import FLIPS_OF, detectable, flips, pairs
 from shrinktests.judging.checks import Degeneration, median
-from shrinktests.judging.stats import significant
-from shrinktests.report.data import ConfigMetrics, Example, SummaryData
+from shrinktests.judging.stats import POWER, significant
+from shrinktests.report.data import ConfigMetrics, Example, Power, SummaryData
 from shrinktests.report.table import format_table
 from shrinktests.run.engine_split import split_rows
 from shrinktests.run.numerics import describe as describe_numerics
@@ -16,7 +17,7 @@ from shrinktests.run.numerics import describe as describe_numerics
 if TYPE_CHECKING:
     from shrinktests.run.session import ConfigRun, ShrinkSession
 
-COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "flips",
+COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "near-ties",
            "loops", "empty", "constr", "verdict")
 #: prompts per config whose continuations the Markdown and HTML reports show side by side
 EXAMPLES = 3
@@ -60,6 +61,7 @@ def config_metrics(session: ShrinkSession, name: str) -> ConfigMetrics:
         "vs_ref": tps / ref_tps if tps and ref_tps else None,
         "mb": stats.mb if stats else None,
         "bits": stats.bits_per_weight if stats else None,
+        "quantized_bits": getattr(stats, "quantized_bits", None) if stats else None,
         "compress_s": stats.compress_seconds if stats else None,
         "rel_err": stats.mean_rel_error if stats else None,
         "kl": _mean([d.values["kl_mean"] or 0.0 for d in drifts]),
@@ -67,8 +69,9 @@ def config_metrics(session: ShrinkSession, name: str) -> ConfigMetrics:
         "div_median": median(divs), "diverged": len(divs), "prompts": len(drifts),
         "identical": sum(1 for d in drifts if d.divergence is None),
         "near_ties": sum(1 for d in drifts if d.near_tie),
-        # outputs replayed against the accepted ones: machine-dependent flips, real changes
-        "replayed": sum(replays.values()), "flips": replays["machine"],
+        # outputs replayed against the accepted ones: left at a near-tie on this machine
+        # (the accepted output judged), real changes (this run's output judged)
+        "replayed": sum(replays.values()), "replay_near_ties": replays["machine"],
         "changed": replays["changed"], "unrecorded": replays["unrecorded"],
         "outputs": len(degs),
         "loops": sum("repetition loop" in d.modes for d in degs),
@@ -100,14 +103,14 @@ def format_row(m: ConfigMetrics) -> list[str]:
     def count(n: int) -> str:
         return f"{n}/{m['outputs']}" if m["outputs"] else "-"
 
-    flips = "-"
-    if m["replayed"]:  # N flips, +M real changes (this run's output judged)
-        flips = str(m["flips"]) + (f"+{m['changed']}!" if m["changed"] else "")
+    ties = "-"
+    if m["replayed"]:  # N left at a near-tie, +M real changes (this run's output judged)
+        ties = str(m["replay_near_ties"]) + (f"+{m['changed']}!" if m["changed"] else "")
 
     return [
         m["name"], _num(m["tps"], ".1f") + ("*" if m["tps"] and m["cached_tps"] else ""),
         _num(m["vs_ref"], ".2f") + ("x" if m["vs_ref"] else ""), _num(m["mb"], ".0f"),
-        _num(m["bits"], ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div, flips,
+        _num(_bits(m), ".2f"), _num(m["kl"], ".3f"), _num(m["top1"], ".2f"), div, ties,
         count(m["loops"]), count(m["empty"]),
         _num(None if m["adherence"] is None else 100 * m["adherence"], ".0f")
         + ("%" if m["adherence"] is not None else ""),
@@ -184,6 +187,18 @@ def describe_details(details: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def config_power(session: ShrinkSession, name: str) -> Power:
+    """What config ``name``'s aggregate comparison could detect (80 % power at the configured
+    level) and its two-way flips, from the same per-prompt outcomes its aggregate test used
+    (memoized by the session by then: no model runs again)."""
+    outcomes = session.prompt_outcomes(name)
+    judged = session.runs[name].judgements
+    return {"power": POWER, "mde": detectable(outcomes, session.configs.confidence),
+            "pairs": pairs(outcomes),
+            "flips": {k: [f.lost, f.gained] for k, f in flips(outcomes).items()},
+            "gate_passed": bool(judged) and all(j.verdict != "fails" for j in judged)}
+
+
 def summary_data(session: ShrinkSession) -> SummaryData:
     """Everything the reports show, as plain JSON-able data.
 
@@ -224,12 +239,14 @@ def summary_data(session: ShrinkSession) -> SummaryData:
     aggregates = {n: {k: [e.value, e.low, e.high, e.p, significant(e)]
                       for k, e in session.runs[n].aggregate.items()}
                   for n in names if session.runs[n].aggregate}
+    # only where the aggregate test ran here: its outcomes are known, nothing is recomputed
+    power = {n: config_power(session, n) for n in aggregates}
     judged = [f"{n}: {j.describe()}" for n in names for j in session.runs[n].judgements
               if j.verdict != "ok"]
     return {
         "configs": metrics, "tested": tested, "details": details, "near_ties": near_ties,
-        "replays": replays, "stale": stale,
-        "aggregates": aggregates, "judgements": judged, "engines": split_rows(session),
+        "replays": replays, "stale": stale, "aggregates": aggregates, "power": power,
+        "judgements": judged, "engines": split_rows(session),
         "reference": [f"reference for {suite}: {note}"
                       for suite, note in session.reference_notes.items()],
         "level": session.configs.confidence,
@@ -261,6 +278,7 @@ def merge_data(parts: list[SummaryData], order: list[str]) -> SummaryData:
         "configs": {n: owner[n]["configs"][n] for n in names},
         "aggregates": {n: owner[n]["aggregates"][n] for n in names
                        if n in owner[n]["aggregates"]},
+        "power": {n: p for n in names if (p := owner[n].get("power", {}).get(n)) is not None},
         "judgements": sorted({line for p in parts for line in p["judgements"]}),
         "engines": [row for p in parts for row in p.get("engines", [])],
         "reference": sorted({line for p in parts for line in p["reference"]}),
@@ -329,6 +347,46 @@ def stats_rows(aggregates: dict[str, dict[str, list[Any]]]) -> list[list[str]]:
     return rows
 
 
+#: how the power lines name each aggregate, and the article the noise sentence puts before it
+POWER_LABELS = {"adherence_drop": ("an", "adherence drop"), "loop_increase": ("a", "loop increase"),
+                "empty_increase": ("an", "empty increase"), "mean_kl": ("a", "KL change")}
+
+
+def power_header(level: float, power: float = POWER) -> str:
+    """The line above the per-config power lines."""
+    return (f"smallest change each comparison would detect ({100 * power:.0f}% power at "
+            f"{100 * level:.0f}%), and flips lost/gained against the baseline:")
+
+
+def power_line(p: Power) -> str:
+    """One config's minimum detectable effects (rates as fractions, like the budgets; KL in
+    nats) and its two-way flips, e.g. ``adherence drop ≥ 0.14, ...; flips adherence 5/2``."""
+    mde = [f"{POWER_LABELS[k][1]} ≥ {v:.2g}" if k == "mean_kl" else
+           f"{POWER_LABELS[k][1]} ≥ {v:.2f}" for k, v in p["mde"].items() if k in POWER_LABELS]
+    flipped = [f"{kind} {lost}/{gained}" for kind, (lost, gained) in p["flips"].items()
+               if lost or gained]
+    return ", ".join(mde) + ("; flips " + ", ".join(flipped) if flipped else "; no flips")
+
+
+def noise_note(power: dict[str, Power]) -> str | None:
+    """Once per summary, where some config's aggregate gate passed: the largest rate change
+    those configs could still hide in their noise, so a pass is not read as "no change"."""
+    worst = [(v, name, metric, p["pairs"][metric]) for name, p in power.items()
+             if p["gate_passed"] for metric, v in p["mde"].items()
+             if metric in FLIPS_OF and metric in p["pairs"]]
+    if not worst:
+        return None
+    value, name, metric, n = max(worst)
+    article, label = POWER_LABELS[metric]
+    what = f"{n} prompts"
+    if metric == "adherence_drop":  # paired per constraint; say over how many prompts
+        prompts = power[name]["pairs"].get("loop_increase")
+        what = f"{prompts} prompts ({n} constraints)" if prompts else f"{n} constraints"
+    return (f"a pass within noise is not \"no change\": {what} cannot tell {article} "
+            f"{label} below {value:.2f} from noise ({name}, "
+            f"{100 * power[name]['power']:.0f}% power)")
+
+
 ENGINE_COLUMNS = ("comparison", "configs", "mean KL [CI]", "top-1 [CI]")
 
 
@@ -377,12 +435,12 @@ def _quiet_counts(data: SummaryData) -> list[str]:
     if n := len(data["near_ties"]):
         lines.append(f"{n} divergences from the baseline were at a near-tie of the baseline "
                      "(machine-dependent, not counted as drift; listed in summary.md)")
-    flips = sum(m.get("flips", 0) for m in data["configs"].values())
+    ties = sum(m.get("replay_near_ties", 0) for m in data["configs"].values())
     changed = sum(m.get("changed", 0) for m in data["configs"].values())
-    if flips or changed:
-        lines.append(f"accepted outputs: {flips} machine-dependent flips (the accepted output "
-                     f"judged), {changed} real changes (this run's output judged); listed in "
-                     "summary.md")
+    if ties or changed:
+        lines.append(f"accepted outputs: {ties} left at a machine-dependent near-tie (the "
+                     f"accepted output judged), {changed} real changes (this run's output "
+                     "judged); listed in summary.md")
     if line := _xpassed_line(data):
         lines.append(line)
     return lines
@@ -407,6 +465,12 @@ def _xpassed_line(data: SummaryData) -> str | None:
             + "; ".join(parts))
 
 
+def _bits(m: ConfigMetrics) -> float | None:
+    """The table's bits/w: of the weights the config quantized, else of the whole model."""
+    q = m.get("quantized_bits")
+    return q if q is not None else m["bits"]
+
+
 def render(data: SummaryData) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
     from shrinktests.atlas import report as atlas_report
@@ -416,10 +480,12 @@ def render(data: SummaryData) -> list[str]:
     if not rows:
         return atlas
     lines = format_table(rows, COLUMNS)
+    lines.append("MB: the whole model as it ships (embeddings and norms in the reference's "
+                 "dtype); bits/w: of the weights the config quantized;")
     lines.append("KL/top-1: teacher-forced on the baseline continuation; 1st div: median first "
-                 "divergent token (+N= identical, ~N near-ties);")
-    lines.append("flips: outputs that left the accepted ones at a near-tie on this machine (the "
-                 "accepted judged; +N! real changes);")
+                 "divergent token (+N= identical, ~N at a baseline near-tie);")
+    lines.append("near-ties: outputs that left the accepted ones at a near-tie on this machine "
+                 "(the accepted judged; +N! real changes);")
     lines.append("loops/empty: outputs in a repetition loop / silent; constr: share of constraints "
                  "met. Per config: figures, modes seen.")
     lines += [f"{name}: {text}" for name, text in data["details"].items()]
@@ -436,6 +502,11 @@ def render(data: SummaryData) -> list[str]:
                      "significant):")
         lines += format_table(stats_rows(data["aggregates"]), STATS_COLUMNS)
         lines += data["judgements"]
+        if power := data.get("power"):
+            lines.append(power_header(data["level"], next(iter(power.values()))["power"]))
+            lines += [f"{name}: {power_line(p)}" for name, p in power.items()]
+            if note := noise_note(power):
+                lines.append(note)
     if data.get("engines"):
         lines += ["", f"{ENGINE_LEGEND}, {100 * data['level']:.0f}% intervals over prompts:"]
         lines += format_table(engine_rows(data["engines"]), ENGINE_COLUMNS)
