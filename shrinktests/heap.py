@@ -32,3 +32,50 @@ def _malloc_trim() -> Any:
     except OSError:
         return None
     return getattr(libc, "malloc_trim", None)
+
+
+def mapped_ranges(folder: Any) -> list[tuple[int, int]]:
+    """Address ranges of this process's memory maps of files under ``folder`` (Linux's
+    ``/proc/self/maps``; empty elsewhere)."""
+    prefix = str(folder).rstrip("/") + "/"
+    out = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].strip().startswith(prefix):
+                    lo, hi = parts[0].split("-")
+                    out.append((int(lo, 16), int(hi, 16)))
+    except OSError:
+        return []
+    return out
+
+
+def drop_mapped_pages(address: int, nbytes: int) -> None:
+    """Tell the kernel this process no longer needs the whole pages of a read-only file
+    mapping in [address, address + nbytes) (``MADV_DONTNEED``): they leave its resident set
+    now instead of when the whole file is unmapped. Safe for unmodified file pages: a later
+    read maps them in again from the file."""
+    madvise = _madvise()
+    if madvise is None:
+        return
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    start = -(-address // page) * page
+    end = (address + nbytes) // page * page
+    if end > start:
+        madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
+
+
+@functools.cache
+def _madvise() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+    return getattr(libc, "madvise", None)

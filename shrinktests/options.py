@@ -72,22 +72,28 @@ def default_threads(workers: int = 1) -> int:
 
 def resolve(request: RunRequest) -> SessionOptions:
     """Validate files and settings once, before anything loads a model."""
-    from shrinktests.run.model import ModelSourceError, cache_root, check_model_folder
+    from shrinktests.run.model import (
+        ModelSourceError,
+        cache_root,
+        check_model_folder,
+        folder_dtype,
+    )
 
     default_configs = request.root / "suites" / "configs.toml"
     configs_path = request.configs or default_configs
     if request.configs is None and not configs_path.exists():
         raise NotConfigured("configs", f"no configs file at {configs_path}")
-    configs = load_configs(configs_path)
-    paths = list(request.suites) or suite_files_beside(configs_path, default_configs)
-    suites = tuple(load_suite(p) for p in paths)
-    _unique_names(suites)
     model = request.model.expanduser() if request.model is not None else None
     if model is not None:
         try:
             check_model_folder(model)
         except ModelSourceError as exc:
             raise OptionError("model", str(exc)) from None
+    # the reference's ``dtype = "auto"``: the folder's own (bf16 for most published models)
+    configs = load_configs(configs_path, folder_dtype(model))
+    paths = list(request.suites) or suite_files_beside(configs_path, default_configs)
+    suites = tuple(load_suite(p) for p in paths)
+    _unique_names(suites)
     cache = (None if request.cache == "none" else
              Path(request.cache).expanduser() if request.cache else cache_root())
     snapshots = request.snapshots or request.root / "snapshots"

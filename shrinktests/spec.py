@@ -11,7 +11,7 @@ import json
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -311,6 +311,21 @@ class ConfigSet:
     def names(self) -> list[str]:
         return [c.name for c in self.configs]
 
+    def for_model_dtype(self, model_dtype: str) -> ConfigSet:
+        """Every ``dtype = "auto"`` cast resolved to the model folder's own dtype, before
+        anything is fingerprinted (``auto`` on a float32 folder *is* ``float32``)."""
+        def resolved(c: CompressionConfig) -> CompressionConfig:
+            steps = tuple(getattr(s, "for_model", lambda _dtype, s=s: s)(model_dtype)
+                          for s in c.steps)
+            return c if steps == c.steps else replace(c, steps=steps)
+        return replace(self, configs=tuple(resolved(c) for c in self.configs))
+
+    def reference_dtype(self) -> str:
+        """The dtype the reference runs in: its cast's, float32 if it is not a plain cast."""
+        steps = self.get(self.reference).steps
+        dtype = getattr(steps[0], "dtype", "float32") if len(steps) == 1 else "float32"
+        return str(dtype)
+
     def get(self, name: str) -> CompressionConfig:
         for c in self.configs:
             if c.name == name:
@@ -336,8 +351,9 @@ def _budgets(path: Path, entry: str, raw: Any) -> list[Budget]:
     return out
 
 
-def load_configs(path: Path) -> ConfigSet:
-    """Parse and validate a configs file (``[settings]`` plus ``[[config]]`` entries)."""
+def load_configs(path: Path, model_dtype: str = "float32") -> ConfigSet:
+    """Parse and validate a configs file (``[settings]`` plus ``[[config]]`` entries);
+    ``dtype = "auto"`` casts become ``model_dtype``, the model folder's own."""
     data = _load_toml(path)
     _unknown(path, "", data, {"settings", "config"})
     raw_settings = data.get("settings", {})
@@ -442,7 +458,7 @@ def load_configs(path: Path) -> ConfigSet:
     return ConfigSet(path, reference, settings.near_tie_epsilon, tuple(configs),
                      settings.benchmark, settings.confidence, settings.reference_top_k,
                      settings.reference_mass, settings.atlas, atlas_budgets,
-                     settings.replay_epsilon)
+                     settings.replay_epsilon).for_model_dtype(model_dtype)
 
 
 def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[Path]:

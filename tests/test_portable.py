@@ -84,7 +84,9 @@ def test_the_child_ignores_the_callers_threads_and_kernels_and_the_run_takes_its
     try:
         torch.set_num_threads(3)
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
-        first = portable.pinned_results(source, config, CALIBRATION, tmp_path / "cache")
+        said: list[str] = []
+        first = portable.pinned_results(source, config, CALIBRATION, tmp_path / "cache",
+                                        said.append)
         torch.set_num_threads(1)
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
         monkeypatch.setenv("MKL_CBWR", "COMPATIBLE")
@@ -92,6 +94,9 @@ def test_the_child_ignores_the_callers_threads_and_kernels_and_the_run_takes_its
     finally:
         torch.set_num_threads(threads)
     assert len(first) == 14 + 2 * 14  # 14 linear layers rounded, two factors each
+    # the child's steps say how far they are, as they go (a silent minute on a big model)
+    assert said == ["gptq: layer 1 of 2", "gptq: layer 2 of 2", "eora: layer 1 of 2",
+                    "eora: layer 2 of 2"], said
     assert _digest(first) == _digest(again)
     assert len(list((tmp_path / "cache" / "portable").glob("*.safetensors"))) == 1
 

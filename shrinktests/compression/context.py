@@ -50,6 +50,8 @@ class StepContext:
     produced: dict[str, torch.Tensor] | None = None
     #: index of the step being applied, so that two steps' keys never meet
     step: int = 0
+    #: where a long step says how far it is ("eora: layer 3 of 24"); shown as a status line
+    progress: Callable[[str], None] = field(default=lambda text: None)
 
     def key(self, what: str) -> str:
         """A pinned tensor's key: the step's index and ``what`` (a module's name and part)."""

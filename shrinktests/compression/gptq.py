@@ -41,7 +41,7 @@ import math
 import re
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -231,7 +231,7 @@ class Gptq(ScopedMethod):
             for (_, module), weight in zip(modules, pinned, strict=True):
                 module.weight.data = weight.to(module.weight.device, module.weight.dtype)
         else:
-            self._quantize(model, modules, calibration)
+            self._quantize(model, modules, calibration, ctx.progress)
         for name, module in modules:
             ctx.produce(f"{name}.gptq", module.weight.data)
             rows, columns = module.weight.shape
@@ -244,7 +244,7 @@ class Gptq(ScopedMethod):
         return model
 
     def _quantize(self, model: torch.nn.Module, modules: list[tuple[str, torch.nn.Linear]],
-                  calibration: list[torch.Tensor]) -> None:
+                  calibration: list[torch.Tensor], progress: Callable[[str], None]) -> None:
         """Round ``modules`` on this machine with gptqmodel's solver, in data-flow order."""
         gptq_cls, config_cls = _import_gptq()
 
@@ -268,7 +268,7 @@ class Gptq(ScopedMethod):
             return {"loss": float(avg_loss), "damp": float(damp)}
 
         with one_thread():  # the whole pass: sums and kernels in one order at any --shrink-threads
-            run_sequential(model, modules, calibration, make_task, finish)
+            run_sequential(model, modules, calibration, make_task, finish, progress)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -277,6 +277,7 @@ class Gptq(ScopedMethod):
 def run_sequential(
     model: torch.nn.Module, modules: Sequence[tuple[str, torch.nn.Module]],
     calibration: Sequence[torch.Tensor], make_task: Any, finish: Any,
+    progress: Callable[[str], None] = lambda text: None,
 ) -> dict[str, dict[str, float]]:
     """Quantize ``modules`` in data-flow order: ``make_task(module)`` gets the calibration
     inputs of its module through ``task.add_batch(inputs, outputs)``, then ``finish(task)``
@@ -284,10 +285,12 @@ def run_sequential(
 
     Decoder layers are run one at a time on the hidden states the (already quantized) layers
     below produced; modules outside decoder layers (an LM head) are calibrated last, on a full
-    forward pass. Returns ``finish``'s figures per module name.
+    forward pass. Returns ``finish``'s figures per module name; ``progress`` hears "gptq:
+    layer i of n" as each decoder layer starts.
     """
     by_layer, rest = split_by_layer(modules)
     results: dict[str, dict[str, float]] = {}
+    steps = len(by_layer) + bool(rest)
     if by_layer:
         container = next(iter(by_layer))[0]
         layers = layer_list(model, container)
@@ -297,12 +300,15 @@ def run_sequential(
             layer = layers[i]
             run = layer_runner(layer, hidden, kwargs[i])
             pending = by_layer.get((container, i), [])
+            if pending:
+                progress(f"gptq: layer {sum(1 for k in by_layer if k[1] <= i)} of {steps}")
             while pending:
                 group = _next_group(pending, run)
                 results.update(_quantize_group(group, run, make_task, finish))
                 pending = [(n, m) for n, m in pending if n not in dict(group)]
             hidden = run()
     if rest:
+        progress(f"gptq: {', '.join(n for n, _ in rest)} ({steps} of {steps})")
         run_full = full_passes(model, calibration)
         for one in rest:
             results.update(_quantize_group([one], run_full, make_task, finish))

@@ -32,7 +32,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +52,11 @@ PINNED_ENV: dict[str, str] = {**PORTABLE_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_T
 PORTABLE_KEY = "x86_64 portable (AVX2 kernels, 1 thread)"
 #: the packages whose code computes the pinned tensors (a new version may compute others)
 _PACKAGES = ("torch", "transformers", "bitsandbytes", "gptqmodel", "numpy")
+#: bumped when shrinktests' own computation of a pinned tensor changes (2: EoRA weighs the
+#: error through a Cholesky factor of the input covariance instead of its eigenvectors)
+CODE = 2
 _UNAVAILABLE = 3  # the child's exit status for a step that cannot run here
+_PROGRESS = "shrinktests-progress: "  # a line of the child's stdout the parent shows
 
 
 def applies(device: str) -> bool:
@@ -110,15 +114,19 @@ def results_key(source: ModelSource, config: CompressionConfig,
     """The pinned results' key: model, config, calibration prompts and package versions."""
     blob = json.dumps({"model": source.fingerprint, "config": config.fingerprint(),
                        "calibration": [list(map(int, ids)) for ids in calibration],
-                       "packages": _versions(), "env": PINNED_ENV}, sort_keys=True)
+                       "packages": _versions(), "env": PINNED_ENV, "code": CODE},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def pinned_results(source: ModelSource, config: CompressionConfig,
-                   calibration: Sequence[Sequence[int]], cache: Path | None
+                   calibration: Sequence[Sequence[int]], cache: Path | None,
+                   progress: Callable[[str], None] = lambda text: None,
                    ) -> dict[str, torch.Tensor]:
     """The tensors the config's calibrated steps compute, computed under pinned numerics in a
-    child process (or read from ``cache/portable/``, where the child leaves them)."""
+    child process (or read from ``cache/portable/``, where the child leaves them). The child
+    is silent for minutes on a big model but for what its steps report, handed to
+    ``progress`` as it comes."""
     from safetensors.torch import load_file
 
     key = results_key(source, config, calibration)
@@ -126,12 +134,13 @@ def pinned_results(source: ModelSource, config: CompressionConfig,
         folder = cache / "portable" if cache is not None else Path(scratch)
         path = folder / f"{key[:32]}.safetensors"
         if not path.exists():
-            _compute(source, config, calibration, path, Path(scratch))
+            _compute(source, config, calibration, path, Path(scratch), progress)
         return dict(load_file(str(path)))
 
 
 def _compute(source: ModelSource, config: CompressionConfig,
-             calibration: Sequence[Sequence[int]], out: Path, scratch: Path) -> None:
+             calibration: Sequence[Sequence[int]], out: Path, scratch: Path,
+             progress: Callable[[str], None]) -> None:
     from shrinktests.run.cache import atomic_writer
 
     job = scratch / "job.pkl"
@@ -139,15 +148,25 @@ def _compute(source: ModelSource, config: CompressionConfig,
         pickle.dump({"source": source, "config": config,
                      "calibration": [list(map(int, c)) for c in calibration], "out": out}, f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
-    done = subprocess.run([sys.executable, "-m", "shrinktests.compression.portable", str(job)],
-                          env={**env, **PINNED_ENV}, capture_output=True, text=True,
-                          check=False)
-    if done.returncode == _UNAVAILABLE:
-        raise MethodUnavailable(done.stdout.strip().splitlines()[-1])
-    if done.returncode != 0:
+    said: list[str] = []
+    with (scratch / "stderr.txt").open("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "shrinktests.compression.portable",
+                                  str(job)], env={**env, **PINNED_ENV}, stdout=subprocess.PIPE,
+                                 stderr=err, text=True)
+        assert child.stdout is not None
+        for line in child.stdout:  # the steps' progress, as it comes; anything else is kept
+            if line.startswith(_PROGRESS):
+                progress(line[len(_PROGRESS):].strip())
+            else:
+                said.append(line)
+        returncode = child.wait()
+        err.seek(0)
+        stderr = err.read()
+    if returncode == _UNAVAILABLE:
+        raise MethodUnavailable("".join(said).strip().splitlines()[-1])
+    if returncode != 0:
         raise RuntimeError(f"config {config.name!r}: computing its calibrated steps under "
-                           f"pinned numerics failed (exit {done.returncode}):\n"
-                           f"{done.stderr[-3000:]}")
+                           f"pinned numerics failed (exit {returncode}):\n{stderr[-3000:]}")
 
 
 def _child(job_path: Path) -> int:
@@ -161,9 +180,12 @@ def _child(job_path: Path) -> int:
     torch.set_num_threads(1)
     job: dict[str, Any] = pickle.loads(job_path.read_bytes())
     produced: dict[str, torch.Tensor] = {}
+    def progress(text: str) -> None:
+        print(_PROGRESS + text.replace("\n", " "), flush=True)
+
     try:
         build_variant(job["source"], job["config"], None, job["calibration"], "cpu",
-                      produced=produced)
+                      produced=produced, progress=progress)
     except MethodUnavailable as exc:
         print(str(exc).replace("\n", " "))
         return _UNAVAILABLE

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import inspect
 import json
 import os
 import shutil
@@ -141,6 +140,20 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
         raise
 
 
+def folder_dtype(path: Path | None) -> str:
+    """The dtype a model folder's config.json says its weights are in (``dtype``, or
+    ``torch_dtype`` before transformers 5); float32 for the embedded model and a folder that
+    names none. Read without torch, at configure time."""
+    if path is None:
+        return "float32"
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "float32"
+    found = cfg.get("dtype", cfg.get("torch_dtype")) if isinstance(cfg, dict) else None
+    return found if found in ("float32", "bfloat16", "float16") else "float32"
+
+
 def check_model_folder(path: Path) -> None:
     """Refuse a model folder that cannot be a causal LM, reading only its config.json.
 
@@ -248,7 +261,7 @@ def load_model(source: ModelSource, device: str = "cpu",
     code is out of scope until transformers supports its architecture.
     """
     import torch
-    from transformers import AutoModelForCausalLM, PreTrainedModel
+    from transformers import AutoModelForCausalLM
 
     from shrinktests.run.resources import freeze_imported_objects
 
@@ -257,17 +270,48 @@ def load_model(source: ModelSource, device: str = "cpu",
     kwargs["trust_remote_code"] = False
     if device != "cpu":  # straight onto the device (bitsandbytes quantizes there, with its
         kwargs["device_map"] = {"": device}  # CUDA kernels)
-    elif "disable_mmap" in inspect.signature(PreTrainedModel.from_pretrained).parameters:
-        # Read the weights into the process instead of mapping the file. A mapped file stays
-        # resident as long as any tensor (the embedding, a norm) still points into it, so
-        # every weight a method replaced was counted twice: GPTQ's rewritten layers added
-        # 0.4 GB of resident memory on top of the mapped originals (1.52 GB peak for the
-        # gptq-4bit build, 1.40 GB read in; nf4-eora 1.79 GB, 1.61 GB read in).
-        kwargs["disable_mmap"] = True
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(source.path, **kwargs)
+    if device == "cpu":
+        own_memory(model, source.path)
     model.eval()
     return model, time.perf_counter() - start
+
+
+def own_memory(model: torch.nn.Module, folder: Path) -> None:
+    """Copy the weights that still point into the memory-mapped safetensors files into the
+    process's own memory, one tensor at a time, dropping each one's mapped pages as it goes.
+
+    transformers maps the files and keeps a weight whose dtype matches as a view of the
+    mapping. A mapping stays resident while any tensor (the embedding, a norm) points into
+    it, so every weight a method replaced was counted twice: GPTQ's rewritten layers added
+    0.4 GB of resident memory on top of the mapped originals of a 135M-parameter model.
+    Reading the files in whole instead (``disable_mmap``) holds the file's bytes and the
+    weights at once: 5.0 GB to load a 2.5 GB float32 folder. Copied out tensor by tensor,
+    the peak is the model plus one tensor. The pages a load-time quantizer read (bitsandbytes
+    reads every float32 weight) are dropped first: they stayed resident, 2.3 GB beside a 4-bit
+    model of 1.3 GB.
+    """
+    import torch
+
+    from shrinktests.heap import drop_mapped_pages, mapped_ranges
+
+    ranges = mapped_ranges(folder.resolve())
+    if not ranges:
+        return
+    for lo, hi in ranges:  # what loading read (a load-time quantizer reads every weight)
+        drop_mapped_pages(lo, hi - lo)
+    done: set[int] = set()
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for t in store.values():
+                if t is None or id(t) in done or type(t.data) is not torch.Tensor:
+                    continue
+                done.add(id(t))
+                ptr, nbytes = t.data_ptr(), t.numel() * t.element_size()
+                if any(lo <= ptr < hi for lo, hi in ranges):
+                    t.data = t.data.clone()
+                    drop_mapped_pages(ptr, nbytes)
 
 
 def load_candidate(source: ModelSource, device: str = "cpu") -> tuple[torch.nn.Module, float]:

@@ -73,16 +73,20 @@ class VariantPool:
                     calibration = self.inputs.calibration() if config.uses_calibration else []
                     pinned = None
                     if config.cpu_dependent and portable.applies(self.inputs.device):
-                        self.progress.status(f"{name}: {what}; calibrated steps under pinned "
-                                             "numerics (a child process, one thread)")
+                        pinning = f"{name}: calibrated steps under pinned numerics (a child " \
+                                  "process, one thread)"
+                        self.progress.status(pinning)
                         start = time.perf_counter()
-                        pinned = portable.pinned_results(self.inputs.source, config,
-                                                         calibration, self.cache.root)
+                        pinned = portable.pinned_results(
+                            self.inputs.source, config, calibration, self.cache.root,
+                            lambda text: self.progress.status(f"{pinning}: {text}"))
                         pinned_seconds = time.perf_counter() - start
                         self.progress.status(f"{name}: {what}")
-                    self._variants[name] = build_variant(self.inputs.source, config,
-                                                         ref_params, calibration,
-                                                         self.inputs.device, pinned)
+                    self._variants[name] = build_variant(
+                        self.inputs.source, config, ref_params, calibration,
+                        self.inputs.device, pinned,
+                        progress=lambda text: self.progress.status(f"{name}: {what}: {text}"),
+                        keep_dtype=self.inputs.configs.reference_dtype())
                     if pinned is not None:
                         self._variants[name].stats.compress_seconds += pinned_seconds
                 note_device_memory(self._variants[name].stats, self.inputs.device)

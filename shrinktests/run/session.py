@@ -362,16 +362,19 @@ class ShrinkSession:
                 pad = self.tokenizer.pad_token_id
                 base_model = self.variant(self.reference.name).model
                 model = self.variant(name).model
-                self.progress.status(f"{name}: teacher-forced scoring of {suite.name} "
-                                     "against the live baseline")
+                doing = f"{name}: teacher-forced scoring of {suite.name} against the live " \
+                        "baseline"
+                self.progress.status(doing)
                 with self.clock("teacher-forced", name), self.guard(name):
                     # prompt by prompt, both models in step: one chunk of full-vocabulary
                     # log-probs per model in memory, not the suite's
                     pairs = zip(iter_continuation_logprobs(base_model, pad, prompts, conts),
                                 iter_continuation_logprobs(model, pad, prompts, conts),
                                 strict=True)
-                    cached = [teacher_forced(b, c, base[i].token_ids)
-                              for (i, b), (_, c) in pairs]
+                    cached = []
+                    for (i, b), (_, c) in pairs:
+                        cached.append(teacher_forced(b, c, base[i].token_ids))
+                        self.progress.status(f"{doing}, prompt {len(cached)}/{len(prompts)}")
                 self.progress.clear()
                 return_freed_memory()
                 self.cache.put("teacher-forced", key, cached)
@@ -382,13 +385,16 @@ class ShrinkSession:
         from shrinktests.run.reference import teacher_forced_stored
 
         model = self.variant(name).model
-        self.progress.status(f"{name}: teacher-forced scoring against the stored reference")
+        doing = f"{name}: teacher-forced scoring against the stored reference"
+        self.progress.status(doing)
+        n = len(stored.prompts)
         with self.guard(name), self.clock("teacher-forced", name):
-            out = [teacher_forced_stored(stored.prompts[i], lp)
-                   for i, lp in iter_continuation_logprobs(
-                       model, self.tokenizer.pad_token_id,
-                       [p.prompt_ids for p in stored.prompts],
-                       [p.token_ids for p in stored.prompts])]
+            out = []
+            for i, lp in iter_continuation_logprobs(model, self.tokenizer.pad_token_id,
+                                                    [p.prompt_ids for p in stored.prompts],
+                                                    [p.token_ids for p in stored.prompts]):
+                out.append(teacher_forced_stored(stored.prompts[i], lp))
+                self.progress.status(f"{doing}, prompt {len(out)}/{n}")
         self.progress.clear()
         return_freed_memory()
         return out

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from shrinktests.compression.base import TensorError
 from shrinktests.compression.context import StepContext, safetensors_lookup
+from shrinktests.compression.dtype import DTYPES, DtypeCast
 from shrinktests.compression.measure import model_bytes, tensor_errors
+from shrinktests.compression.mixed import weight_bits
 from shrinktests.run.model import (
     ModelSource,
     load_candidate,
@@ -30,6 +32,10 @@ class VariantStats:
     params: int = 0
     bytes: int = 0
     bits_per_weight: float = 0.0
+    #: bits per weight of the linear weights the config changed, as stored (packed codes and
+    #: scales): what "4-bit" means, without the embeddings and norms the whole-model figure
+    #: mixes in. None where nothing was quantized or the original weights are unknown.
+    quantized_bits: float | None = None
     load_seconds: float = 0.0
     compress_seconds: float = 0.0
     tensor_errors: dict[str, TensorError] = field(default_factory=dict)
@@ -62,6 +68,8 @@ def build_variant(
     device: str = "cpu",
     pinned: Mapping[str, torch.Tensor] | None = None,
     produced: dict[str, torch.Tensor] | None = None,
+    progress: Callable[[str], None] | None = None,
+    keep_dtype: str = "float32",
 ) -> Variant:
     """Load the source with the config's load-time options and apply its steps in order.
 
@@ -71,7 +79,9 @@ def build_variant(
     the end, against the source's own weights, so composed steps report their total error.
     ``pinned`` are tensors the calibrated steps computed under pinned numerics, taken instead
     of computing them here; ``produced`` collects what they compute (see
-    :mod:`shrinktests.compression.portable`).
+    :mod:`shrinktests.compression.portable`). ``progress`` hears how far a long step is.
+    ``keep_dtype`` is the reference's dtype: what no step quantized (embeddings, LM head,
+    norms) is kept in it, as transformers keeps it when it loads a quantized model.
     """
     import torch
 
@@ -80,6 +90,10 @@ def build_variant(
     load_kwargs: dict[str, Any] = {}
     for step in config.steps:
         load_kwargs.update(step.load_kwargs())
+    if len(config.steps) == 1 and isinstance(config.steps[0], DtypeCast):
+        # a plain cast loads straight into its dtype (the same rounding as casting after):
+        # a bf16 reference never holds a float32 copy of the model
+        load_kwargs["dtype"] = getattr(torch, DTYPES[config.steps[0].dtype])
     model, load_seconds = load_model(source, device, **load_kwargs)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     ctx = StepContext(
@@ -91,22 +105,62 @@ def build_variant(
         pinned=pinned or {},
         produced=produced,
     )
+    if progress is not None:
+        ctx.progress = progress
     start = time.perf_counter()
     for ctx.step, step in enumerate(config.steps):
         model = step.apply(model, ctx)
+    unquantized_to(model, keep_dtype)
     compress_seconds = time.perf_counter() - start
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     size = model_bytes(model, ctx.packed_bytes)
+    errors = tensor_errors(model, ctx)
     stats = VariantStats(
         params=n_params,
         bytes=size,
         bits_per_weight=8 * size / (reference_params or n_params),
         load_seconds=load_seconds,
         compress_seconds=compress_seconds,
-        tensor_errors=tensor_errors(model, ctx),
+        tensor_errors=errors,
         details=ctx.stats,
+        quantized_bits=_quantized_bits(model, list(errors), ctx.packed_bytes),
     )
     return Variant(config, model, stats)
+
+
+def _quantized_bits(model: torch.nn.Module, changed: list[str],
+                    packed: dict[str, int]) -> float | None:
+    """Bits per weight of the changed linear weights (``name.weight``) as stored."""
+    names = [k.removesuffix(".weight") for k in changed]
+    try:
+        return weight_bits(model, names, packed) if names else None
+    except (AttributeError, KeyError):  # a wrapper without a weight of its own
+        return None
+
+
+#: modules of the quantization backends, whose parameters are theirs to keep
+_BACKENDS = ("bitsandbytes", "torchao", "optimum", "gptqmodel")
+
+
+def unquantized_to(model: torch.nn.Module, dtype: str) -> None:
+    """Cast the float32 parameters no step quantized to ``dtype`` (the reference's), in place.
+
+    Loading and compressing run in float32 (exact for a bf16 folder), so without this a
+    compressed bf16 model would carry a float32 embedding and LM head: on a model with a
+    152k-token vocabulary that made NF4 (1,291 MB) read bigger than bf16 (1,260 MB). Buffers
+    (rotary frequencies) stay float32, as transformers keeps them.
+    """
+    import torch
+
+    target = getattr(torch, DTYPES.get(dtype, "float32"))
+    if target == torch.float32:
+        return
+    for module in model.modules():
+        if type(module).__module__.startswith(_BACKENDS):
+            continue
+        for p in module.parameters(recurse=False):
+            if type(p.data) is torch.Tensor and p.dtype == torch.float32:
+                p.data = p.data.to(target)
 
 
 def _lazy_tokenize(source: ModelSource) -> Callable[[str], list[int]]:

@@ -1,0 +1,99 @@
+"""Memory proportional to the model: weights copied out of the mapped files as they load, the
+reference in the folder's own dtype, and what no method quantized kept in it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from shrinktests.heap import mapped_ranges
+from shrinktests.run.model import ModelSource, folder_dtype, load_model
+from shrinktests.run.variant import build_variant, unquantized_to
+from shrinktests.spec import load_configs
+from tests.test_prune import tiny_llama
+
+CONFIGS = """[settings]
+reference = "base"
+[[config]]
+name = "base"
+method = "dtype"
+dtype = "auto"
+[[config]]
+name = "bf16"
+method = "dtype"
+dtype = "bfloat16"
+[[config]]
+name = "q4"
+method = "blockwise"
+bits = 4
+"""
+
+
+def _folder(tmp_path: Path, dtype: torch.dtype) -> ModelSource:
+    folder = tmp_path / f"tiny-{dtype}".replace("torch.", "")
+    tiny_llama(2).to(dtype).save_pretrained(folder)
+    return ModelSource(folder, "tiny", f"tiny-{dtype}")
+
+
+def test_loaded_weights_are_the_files_and_none_points_into_their_mapping(
+        tmp_path: Path) -> None:
+    """The weights equal the file's, and none is a view of the mapped file any more: a view
+    would keep the whole file resident beside every weight a method replaces."""
+    source = _folder(tmp_path, torch.float32)
+    model, _ = load_model(source)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(source.path / "model.safetensors"))
+    ranges = mapped_ranges(source.path.resolve())
+    for name, p in model.named_parameters():
+        assert torch.equal(p.detach(), stored[name]), name
+        assert not any(lo <= p.data_ptr() < hi for lo, hi in ranges), name
+
+
+def test_auto_is_the_folders_dtype_and_float32_auto_is_the_float32_config(
+        tmp_path: Path) -> None:
+    path = tmp_path / "configs.toml"
+    path.write_text(CONFIGS)
+    bf16 = _folder(tmp_path, torch.bfloat16)
+    assert json.loads((bf16.path / "config.json").read_text())["dtype"] == "bfloat16"
+    assert folder_dtype(bf16.path) == "bfloat16"
+    assert folder_dtype(None) == "float32"  # the embedded model
+    on_bf16 = load_configs(path, folder_dtype(bf16.path))
+    assert on_bf16.reference_dtype() == "bfloat16"
+    assert on_bf16.get("base").fingerprint() == on_bf16.get("bf16").fingerprint()
+    on_fp32 = load_configs(path)
+    explicit = load_configs(Path(path.write_text(CONFIGS.replace('"auto"', '"float32"'))
+                                 and path))
+    assert on_fp32.get("base").fingerprint() == explicit.get("base").fingerprint()
+
+
+def test_a_bf16_reference_keeps_what_a_method_left_unquantized_in_bf16(
+        tmp_path: Path) -> None:
+    """A 4-bit config of a bf16 model carries a bf16 embedding and LM head (not float32 ones
+    from the float32 load), so it reads smaller than the bf16 model, and its bits/w are
+    those of the weights it quantized."""
+    source = _folder(tmp_path, torch.bfloat16)
+    path = tmp_path / "configs.toml"
+    path.write_text(CONFIGS)
+    configs = load_configs(path, "bfloat16")
+    ref = build_variant(source, configs.get("base"))
+    assert {p.dtype for p in ref.model.parameters()} == {torch.bfloat16}
+    q4 = build_variant(source, configs.get("q4"), keep_dtype=configs.reference_dtype())
+    assert q4.model.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert q4.model.lm_head.weight.dtype == torch.bfloat16
+    assert q4.stats.bytes < ref.stats.bytes
+    assert q4.stats.quantized_bits == pytest.approx(4.5, abs=0.6)  # codes plus block scales
+    assert ref.stats.quantized_bits is None  # nothing changed
+    logits = q4.model(torch.tensor([[1, 2, 3]])).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+def test_unquantized_to_float32_changes_nothing() -> None:
+    model = tiny_llama(1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    unquantized_to(model, "float32")
+    assert all(torch.equal(p, before[n]) and p.dtype == torch.float32
+               for n, p in model.named_parameters())
