@@ -84,7 +84,7 @@ class ShrinkSession:
 
     def attach_progress(self, progress: Progress) -> None:
         """Show what the run is doing through ``progress`` (the default shows nothing)."""
-        self.progress = self.pool.progress = progress
+        self.progress = self.pool.progress = self.stored.progress = progress
 
     @property
     def atlas(self) -> AtlasRun | None:

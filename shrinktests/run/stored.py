@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shrinktests.run.cache import cache_key
-from shrinktests.run.engine import Generation, continuation_logprobs
+from shrinktests.run.engine import Generation, iter_continuation_logprobs
 from shrinktests.run.inputs import RunInputs
+from shrinktests.run.progress import Progress
 from shrinktests.spec import Suite
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 class StoredReferences:
     def __init__(self, inputs: RunInputs) -> None:
+        self.progress = Progress()
         self.inputs = inputs
         self.options = inputs.options
         self._stored: dict[str, StoredReference | None] = {}
@@ -89,7 +91,7 @@ class StoredReferences:
     def record(self, suite: Suite, base: Sequence[Generation], model: torch.nn.Module) -> Path:
         """Write the suite's stored reference from the live baseline's generations ``base``
         and its ``model`` (--snapshot-update); once per suite and run."""
-        from shrinktests.run.reference import PromptReference, save, top_k
+        from shrinktests.run.reference import PromptParts, PromptReference, save, top_k
 
         path = self.path(suite)
         if suite.name in self._recorded:
@@ -97,13 +99,18 @@ class StoredReferences:
         self._recorded.add(suite.name)
         k = self.inputs.configs.reference_top_k
         mass = self.inputs.configs.reference_mass
-        logps = continuation_logprobs(model, self.inputs.tokenizer.pad_token_id,
-                                      [g.prompt_ids for g in base], [g.token_ids for g in base])
-        prompts = []
-        for g, lp in zip(base, logps, strict=True):
-            ids, logp, counts, rest = top_k(lp, k, mass)
-            prompts.append(PromptReference(g.prompt_ids, g.token_ids, g.text, g.finished, ids,
-                                           logp, counts, rest))
+        # prompt by prompt, each reduced to its top-k sets at once: the suite's full-vocabulary
+        # log-probs are never held together (1,389 tokens of a 152k vocabulary: 0.84 GB)
+        parts: dict[int, PromptParts] = {}
+        for i, lp in iter_continuation_logprobs(model, self.inputs.tokenizer.pad_token_id,
+                                                [g.prompt_ids for g in base],
+                                                [g.token_ids for g in base]):
+            parts[i] = top_k(lp, k, mass)
+            self.progress.status(f"recording the stored reference of {suite.name}: prompt "
+                                 f"{len(parts)}/{len(base)}")
+        self.progress.clear()
+        prompts = [PromptReference(g.prompt_ids, g.token_ids, g.text, g.finished, *parts[i])
+                   for i, g in enumerate(base)]
         size = save(path, {**self._header(suite, k), "mass": mass}, prompts)
         tokens = sum(len(g.token_ids) for g in base)
         self.notes[suite.name] = (
