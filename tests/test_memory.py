@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shrinktests.heap import mapped_ranges
+from shrinktests.run.engine import LOGIT_BYTES, logit_chunks
 from shrinktests.run.model import ModelSource, folder_dtype, load_model
 from shrinktests.run.variant import build_variant, unquantized_to
 from shrinktests.spec import load_configs
@@ -97,3 +100,24 @@ def test_unquantized_to_float32_changes_nothing() -> None:
     unquantized_to(model, "float32")
     assert all(torch.equal(p, before[n]) and p.dtype == torch.float32
                for n, p in model.named_parameters())
+
+
+@given(st.lists(st.integers(1, 4000), min_size=1, max_size=40), st.integers(1, 16),
+       st.sampled_from([64, 49152, 151936]))
+def test_logit_chunks_keep_the_order_and_the_byte_budget(kept: list[int], batch: int,
+                                                         vocab: int) -> None:
+    """Teacher-forced chunks: every row once, in order, at most ``batch`` rows, and a chunk of
+    several rows never holds more logits than LOGIT_BYTES (a long row may go alone)."""
+    order = list(range(len(kept)))
+    chunks = list(logit_chunks(order, kept, batch, vocab))
+    assert [i for c in chunks for i in c] == order
+    for c in chunks:
+        assert 1 <= len(c) <= batch
+        if len(c) > 1:
+            assert len(c) * max(kept[i] for i in c) * vocab * 4 <= LOGIT_BYTES
+
+
+def test_the_embedded_models_chunks_are_the_fixed_eight_rows() -> None:
+    """A 49k vocabulary and the longest shipped continuation (128 tokens) keep 8 rows a chunk:
+    the same chunks, so the same rounding, as before the budget existed."""
+    assert [len(c) for c in logit_chunks(range(41), [129] * 41, 8, 49152)] == [8] * 5 + [1]

@@ -501,6 +501,29 @@ def _generate_chunk(
     return gens, Timings(prompt_tokens, prompt_seconds, new_tokens, generate_seconds)
 
 
+#: at most this many bytes of float32 logits per teacher-forced chunk: 8 rows of 129 slots of
+#: a 49k vocabulary fit (203 MB), a 152k vocabulary takes 2 rows at a time instead of 8, so
+#: the pass's memory does not grow with the vocabulary
+LOGIT_BYTES = 256 * 2**20
+
+
+def logit_chunks(order: Sequence[int], kept: Sequence[int], batch_size: int,
+                 vocab: int) -> Iterator[list[int]]:
+    """``order`` cut into consecutive chunks of at most ``batch_size`` rows whose logits
+    (the longest row's ``kept`` slots × ``vocab`` × 4 bytes per row) stay within
+    :data:`LOGIT_BYTES`; a row alone is never split."""
+    chunk: list[int] = []
+    for i in order:
+        longest = max([kept[j] for j in chunk] + [kept[i]])
+        if chunk and (len(chunk) == batch_size
+                      or (len(chunk) + 1) * longest * vocab * 4 > LOGIT_BYTES):
+            yield chunk
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield chunk
+
+
 #: runs one chunk of a teacher-forced pass: (chunk number, ids, mask, extra kwargs) -> logits
 ChunkForward = Callable[[int, "torch.Tensor", "torch.Tensor", dict[str, Any]], "torch.Tensor"]
 
@@ -555,8 +578,9 @@ def iter_continuation_logprobs(
     rows = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
     order = sorted(range(len(rows)), key=lambda i: len(rows[i])) if by_length else list(
         range(len(rows)))
-    for n_chunk, start in enumerate(range(0, len(order), batch_size)):
-        chunk = order[start:start + batch_size]
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 0)
+    kept = [len(continuations[i]) + 1 if tail_only else len(rows[i]) for i in range(len(rows))]
+    for n_chunk, chunk in enumerate(logit_chunks(order, kept, batch_size, vocab)):
         ids, mask = _left_pad([rows[i] for i in chunk], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         kwargs: dict[str, Any] = {}
