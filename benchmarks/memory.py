@@ -54,6 +54,8 @@ class Step:
     returncode: int
     tail: str
     phases: dict[str, dict[str, float]]
+    #: config -> (MB as shipped, bits per quantized weight), from the report
+    sizes: dict[str, tuple[float, float | None]]
 
 
 def build(shape: str, folder: Path, dtype: str) -> tuple[Path, int]:
@@ -116,11 +118,14 @@ def run_step(name: str, args: list[str], cache: Path, report: Path) -> Step:
     sampler.join()
     seconds = time.perf_counter() - t0
     data = report / "data.json"
-    phases = json.loads(data.read_text()).get("config_phases", {}) if data.exists() else {}
+    found = json.loads(data.read_text()) if data.exists() else {}
+    phases = found.get("config_phases", {})
+    sizes = {n: (m["mb"], m.get("quantized_bits")) for n, m in found.get("configs", {}).items()
+             if m.get("mb")}
     tail = "\n".join(out.splitlines()[-3:])
     print(f"[{name}] {seconds:.0f} s, peak {peak[0] / 2**30:.2f} GiB, exit {proc.returncode}: "
           f"{tail.splitlines()[-1] if tail else ''}", flush=True)
-    return Step(name, seconds, peak[0], proc.returncode, tail, phases)
+    return Step(name, seconds, peak[0], proc.returncode, tail, phases, sizes)
 
 
 def measure(label: str, model_args: list[str], work: Path, extra: list[str]) -> list[Step]:
@@ -144,6 +149,13 @@ def table(rows: list[tuple[str, float, list[Step]]]) -> str:
             lines.append(f"| {label} | {fp32 / 2**30:.2f} GiB | {s.name.split()[-1]} | "
                          f"{s.seconds:.0f} s | {s.peak_bytes / 2**30:.2f} GiB | "
                          f"{s.peak_bytes / fp32:.2f}× | {slow} |")
+    lines += ["", "| model | config | MB as shipped | bits per quantized weight |",
+              "| --- | --- | --- | --- |"]
+    for label, _, steps in rows:
+        for s in steps:
+            for name, (mb, bits) in s.sizes.items():
+                lines.append(f"| {label} | {name} | {mb:.0f} | "
+                             f"{'-' if bits is None else f'{bits:.2f}'} |")
     return "\n".join(lines)
 
 

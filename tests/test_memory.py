@@ -87,6 +87,8 @@ def test_a_bf16_reference_keeps_what_a_method_left_unquantized_in_bf16(
     q4 = build_variant(source, configs.get("q4"), keep_dtype=configs.reference_dtype())
     assert q4.model.model.embed_tokens.weight.dtype == torch.bfloat16
     assert q4.model.lm_head.weight.dtype == torch.bfloat16
+    # the rotary frequencies as in the reference's own cast: no drift charged to the method
+    assert q4.model.model.rotary_emb.inv_freq.dtype == ref.model.model.rotary_emb.inv_freq.dtype
     assert q4.stats.bytes < ref.stats.bytes
     assert q4.stats.quantized_bits == pytest.approx(4.5, abs=0.6)  # codes plus block scales
     assert ref.stats.quantized_bits is None  # nothing changed

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from shrinktests.compression.base import TensorError
 from shrinktests.compression.context import StepContext, safetensors_lookup
-from shrinktests.compression.dtype import DTYPES, DtypeCast
+from shrinktests.compression.dtype import DTYPES
 from shrinktests.compression.measure import model_bytes, tensor_errors
 from shrinktests.compression.mixed import weight_bits
 from shrinktests.run.model import (
@@ -90,10 +90,6 @@ def build_variant(
     load_kwargs: dict[str, Any] = {}
     for step in config.steps:
         load_kwargs.update(step.load_kwargs())
-    if len(config.steps) == 1 and isinstance(config.steps[0], DtypeCast):
-        # a plain cast loads straight into its dtype (the same rounding as casting after):
-        # a bf16 reference never holds a float32 copy of the model
-        load_kwargs["dtype"] = getattr(torch, DTYPES[config.steps[0].dtype])
     model, load_seconds = load_model(source, device, **load_kwargs)
     tied = bool(getattr(model.config, "tie_word_embeddings", False))
     ctx = StepContext(
@@ -147,8 +143,10 @@ def unquantized_to(model: torch.nn.Module, dtype: str) -> None:
 
     Loading and compressing run in float32 (exact for a bf16 folder), so without this a
     compressed bf16 model would carry a float32 embedding and LM head: on a model with a
-    152k-token vocabulary that made NF4 (1,291 MB) read bigger than bf16 (1,260 MB). Buffers
-    (rotary frequencies) stay float32, as transformers keeps them.
+    152k-token vocabulary that made NF4 (1,291 MB) read bigger than bf16 (1,260 MB). Float
+    buffers (the rotary frequencies) follow too, as they do in the reference's own cast: a
+    bf16 and a float32 copy of the rotary frequencies alone moved logits by up to 0.75, a
+    difference the comparison would have charged to the method.
     """
     import torch
 
@@ -161,6 +159,9 @@ def unquantized_to(model: torch.nn.Module, dtype: str) -> None:
         for p in module.parameters(recurse=False):
             if type(p.data) is torch.Tensor and p.dtype == torch.float32:
                 p.data = p.data.to(target)
+        for name, b in module.named_buffers(recurse=False):
+            if type(b) is torch.Tensor and b.dtype == torch.float32:
+                setattr(module, name, b.to(target))
 
 
 def _lazy_tokenize(source: ModelSource) -> Callable[[str], list[int]]:
