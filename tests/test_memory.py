@@ -123,3 +123,17 @@ def test_the_embedded_models_chunks_are_the_fixed_eight_rows() -> None:
     """A 49k vocabulary and the longest shipped continuation (128 tokens) keep 8 rows a chunk:
     the same chunks, so the same rounding, as before the budget existed."""
     assert [len(c) for c in logit_chunks(range(41), [129] * 41, 8, 49152)] == [8] * 5 + [1]
+
+
+def test_bits_of_a_4bit_weight_count_its_elements_not_its_packed_bytes() -> None:
+    """bitsandbytes stores two 4-bit codes per uint8 element: NF4 reads about 4.5 bits per
+    weight (codes plus one float32 scale per 64), not 9."""
+    from shrinktests.compression.mixed import weight_bits
+
+    bnb = pytest.importorskip("bitsandbytes")
+    model = torch.nn.Sequential(torch.nn.Linear(128, 64, bias=False))
+    layer = bnb.nn.Linear4bit(128, 64, bias=False, quant_type="nf4", compress_statistics=False)
+    layer.load_state_dict(model[0].state_dict())
+    layer = layer.to("cpu")  # quantizes
+    model[0] = layer
+    assert weight_bits(model, ["0"], {}) == pytest.approx(4.5)

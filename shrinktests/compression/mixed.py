@@ -10,6 +10,7 @@ reports how many tensors each rule took and the bits per weight they ended up wi
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -35,7 +36,8 @@ def weight_bits(model: torch.nn.Module, names: list[str], packed: dict[str, int]
         w: Any = modules[name].weight
         key = f"{name}.weight"
         total_bits += 8 * packed.get(key, storage_bytes(w))
-        total_numel += w.numel()
+        state = getattr(w, "quant_state", None)  # bitsandbytes 4-bit: two codes per element
+        total_numel += math.prod(state.shape) if state is not None else w.numel()
     return total_bits / total_numel if total_numel else 0.0
 
 
