@@ -22,16 +22,21 @@ def trim_heap() -> bool:
     return bool(trim is not None and trim(0))
 
 
-@functools.cache
 def _malloc_trim() -> Any:
+    libc = _libc()
+    return None if libc is None else getattr(libc, "malloc_trim", None)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library, or None where it cannot be loaded."""
     import ctypes
     import ctypes.util
 
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return None
-    return getattr(libc, "malloc_trim", None)
 
 
 def mapped_ranges(folder: Any) -> list[tuple[int, int]]:
@@ -69,13 +74,6 @@ def drop_mapped_pages(address: int, nbytes: int) -> None:
         madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
 
 
-@functools.cache
 def _madvise() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
-        return None
-    return getattr(libc, "madvise", None)
+    libc = _libc()
+    return None if libc is None else getattr(libc, "madvise", None)
