@@ -32,6 +32,10 @@ dtype = "bfloat16"
 name = "q4"
 method = "blockwise"
 bits = 4
+[[config]]
+name = "q4-lowrank"
+steps = [{ method = "blockwise", bits = 4 },
+         { method = "eora", rank = 2, activation_aware = false }]
 """
 
 
@@ -92,6 +96,10 @@ def test_a_bf16_reference_keeps_what_a_method_left_unquantized_in_bf16(
     assert q4.stats.bytes < ref.stats.bytes
     assert q4.stats.quantized_bits == pytest.approx(4.5, abs=0.6)  # codes plus block scales
     assert ref.stats.quantized_bits is None  # nothing changed
+    # a low-rank correction's factors count with the weights they correct
+    lowrank = build_variant(source, configs.get("q4-lowrank"), keep_dtype="bfloat16")
+    assert q4.stats.quantized_bits is not None and lowrank.stats.quantized_bits is not None
+    assert q4.stats.quantized_bits < lowrank.stats.quantized_bits < 16
     logits = q4.model(torch.tensor([[1, 2, 3]])).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
 

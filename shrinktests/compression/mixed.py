@@ -29,13 +29,17 @@ if TYPE_CHECKING:
 
 
 def weight_bits(model: torch.nn.Module, names: list[str], packed: dict[str, int]) -> float:
-    """Average bits per weight of the named linear modules as they are stored now."""
+    """Average bits per weight of the named linear modules as they are stored now; a low-rank
+    wrapper counts its layer's weight plus its two factors."""
     modules = dict(linear_like(model))
     total_bits = total_numel = 0
     for name in names:
-        w: Any = modules[name].weight
-        key = f"{name}.weight"
-        total_bits += 8 * packed.get(key, storage_bytes(w))
+        module = modules[name]
+        base = getattr(module, "base", module)
+        w: Any = base.weight
+        key = f"{name}.base.weight" if base is not module else f"{name}.weight"
+        own = [p for p in module.parameters() if all(p is not q for q in base.parameters())]
+        total_bits += 8 * (packed.get(key, storage_bytes(w)) + sum(map(storage_bytes, own)))
         state = getattr(w, "quant_state", None)  # bitsandbytes 4-bit: two codes per element
         total_numel += math.prod(state.shape) if state is not None else w.numel()
     return total_bits / total_numel if total_numel else 0.0
