@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -108,3 +109,47 @@ def test_the_child_ignores_the_callers_threads_and_kernels_and_the_run_takes_its
     # another calibration is another key, so the cached tensors are never applied to it
     assert portable.results_key(source, config, CALIBRATION[:3]) != portable.results_key(
         source, config, CALIBRATION)
+
+
+
+#: a parent that starts a child as the pinned run does, names it and is then killed; the child
+#: stays silent (a big model's layer takes minutes), so only its parent's death can end it
+PARENT = """
+import os, signal, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import sys, time; "
+                          "from shrinktests.compression.portable import _die_with_parent; "
+                          f"_die_with_parent({os.getpid()}); print('armed', flush=True); "
+                          "time.sleep(60)"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         text=True)
+assert child.stdout.readline() == "armed\\n"
+print(child.pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_the_child_ends_with_a_killed_parent() -> None:
+    """A gate killed while its one-thread child computes leaves no child behind taking a
+    core from whatever runs next (Linux: the child asks to be killed with its parent)."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    if sys.platform != "linux":
+        pytest.skip("a child ending with its parent is asked of Linux only")
+    parent = subprocess.run([sys.executable, "-c", PARENT], cwd=Path(__file__).parent.parent,
+                            capture_output=True, text=True, timeout=120)
+    assert parent.returncode == -9, parent.stderr[-2000:]
+    child = int(parent.stdout)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _alive(child, psutil):
+        time.sleep(0.1)
+    assert not _alive(child, psutil), "the pinned child outlived its killed parent"
+
+
+def _alive(pid: int, psutil: Any) -> bool:
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False

@@ -146,7 +146,8 @@ def _compute(source: ModelSource, config: CompressionConfig,
     job = scratch / "job.pkl"
     with atomic_writer(job, binary=True) as f:
         pickle.dump({"source": source, "config": config,
-                     "calibration": [list(map(int, c)) for c in calibration], "out": out}, f)
+                     "calibration": [list(map(int, c)) for c in calibration], "out": out,
+                     "parent": os.getpid()}, f)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     said: list[str] = []
     with (scratch / "stderr.txt").open("w+") as err:
@@ -154,12 +155,17 @@ def _compute(source: ModelSource, config: CompressionConfig,
                                   str(job)], env={**env, **PINNED_ENV}, stdout=subprocess.PIPE,
                                  stderr=err, text=True)
         assert child.stdout is not None
-        for line in child.stdout:  # the steps' progress, as it comes; anything else is kept
-            if line.startswith(_PROGRESS):
-                progress(line[len(_PROGRESS):].strip())
-            else:
-                said.append(line)
-        returncode = child.wait()
+        try:
+            for line in child.stdout:  # the steps' progress, as it comes; anything else is kept
+                if line.startswith(_PROGRESS):
+                    progress(line[len(_PROGRESS):].strip())
+                else:
+                    said.append(line)
+            returncode = child.wait()
+        finally:  # interrupted (Ctrl-C, a crash here): the child must not go on computing
+            if child.poll() is None:
+                child.kill()
+                child.wait()
         err.seek(0)
         stderr = err.read()
     if returncode == _UNAVAILABLE:
@@ -177,8 +183,9 @@ def _child(job_path: Path) -> int:
     from shrinktests.run.cache import atomic_writer
     from shrinktests.run.variant import build_variant
 
-    torch.set_num_threads(1)
     job: dict[str, Any] = pickle.loads(job_path.read_bytes())
+    _die_with_parent(job["parent"])
+    torch.set_num_threads(1)
     produced: dict[str, torch.Tensor] = {}
     def progress(text: str) -> None:
         print(_PROGRESS + text.replace("\n", " "), flush=True)
@@ -194,6 +201,21 @@ def _child(job_path: Path) -> int:
     with atomic_writer(Path(job["out"]), binary=True) as f:
         f.write(blob)
     return 0
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to end this child when its parent ends. A one-thread child computing a big
+    model's EoRA factors runs for tens of minutes; killed without it, a gate left it running
+    and taking a core from whatever ran next."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:  # the parent ended before the request was made
+        os._exit(1)
 
 
 if __name__ == "__main__":
