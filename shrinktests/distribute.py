@@ -13,7 +13,10 @@ from typing import Any
 
 import pytest
 
-from shrinktests.stash import session_key, worker_data_key
+from shrinktests.stash import relay_key, session_key, worker_data_key
+
+#: the name under which a worker finds the file to write its status into
+PROGRESS_INPUT = "shrinktests_progress"
 
 
 @pytest.hookimpl(wrapper=True)
@@ -76,8 +79,32 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     return ConfigScheduling(config, log)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """On the xdist controller: give each worker a file for its status, shown by the relay."""
+    config = node.config
+    if config.stash.get(session_key, None) is None:
+        return
+    relay = config.stash.get(relay_key, None)
+    if relay is None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is None or capture is None:
+            return
+        from shrinktests.progress_line import TerminalProgress, WorkerRelay
+
+        terminal = TerminalProgress(reporter, capture)
+        config.pluginmanager.register(terminal)  # it erases the status before each outcome
+        relay = config.stash[relay_key] = WorkerRelay(terminal)
+    node.workerinput[PROGRESS_INPUT] = str(relay.path(node.gateway.id))
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On an xdist worker: hand this worker's summary data to the controller."""
+    """On an xdist worker: hand this worker's summary data to the controller. On the
+    controller: stop showing the workers' statuses."""
+    relay = session.config.stash.get(relay_key, None)
+    if relay is not None:
+        relay.close()
     workeroutput = getattr(session.config, "workeroutput", None)
     shrink = session.config.stash.get(session_key, None)
     if workeroutput is None or shrink is None or not shrink.runs:

@@ -21,7 +21,9 @@ import pytest
 
 from shrinktests import expectations
 from shrinktests.distribute import (  # noqa: F401  # hooks pytest reads from this module
+    PROGRESS_INPUT,
     pytest_cmdline_main,
+    pytest_configure_node,
     pytest_sessionfinish,
     pytest_testnodedown,
     pytest_xdist_make_scheduler,
@@ -360,9 +362,14 @@ def _announce_conversion(config: pytest.Config, session: ShrinkSession) -> None:
 
 
 def _show_progress(config: pytest.Config, session: ShrinkSession) -> None:
-    """A status line of what a long test is doing (not on xdist workers: their output
-    never reaches the terminal)."""
-    if hasattr(config, "workerinput") or config.pluginmanager.has_plugin(PROGRESS_PLUGIN):
+    """A status line of what a long test is doing (an xdist worker's output never reaches
+    the terminal: it writes its status into a file the controller shows)."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and PROGRESS_INPUT in workerinput:
+        from shrinktests.progress_line import FileProgress
+
+        session.attach_progress(FileProgress(Path(workerinput[PROGRESS_INPUT])))
+    if workerinput is not None or config.pluginmanager.has_plugin(PROGRESS_PLUGIN):
         return
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")

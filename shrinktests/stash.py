@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shrinktests.progress_line import WorkerRelay
 from shrinktests.report.data import SummaryData
 from shrinktests.run.session import ShrinkSession
 
@@ -13,3 +14,5 @@ session_key = pytest.StashKey[ShrinkSession | None]()
 error_key = pytest.StashKey[str]()
 #: summary data sent by xdist workers, gathered on the controller
 worker_data_key = pytest.StashKey[list[SummaryData]]()
+#: on the xdist controller: the workers' statuses shown on its terminal
+relay_key = pytest.StashKey[WorkerRelay]()

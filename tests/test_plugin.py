@@ -240,7 +240,8 @@ def test_xdist_distributes_whole_configs_and_merges_one_summary(
 ) -> None:
     """``-n 2`` (dist switched to loadgroup) gives the single-process verdicts and one table
     with a row per config, built from both workers' data; each worker takes its share of
-    the default threads (the single run is given the same count, so the numerics match)."""
+    the default threads (the single run is given the same count, so the numerics match); the
+    workers' statuses reach the controller's output."""
     from shrinktests.options import default_threads
 
     share = default_threads(workers=2)
@@ -259,3 +260,6 @@ def test_xdist_distributes_whole_configs_and_merges_one_summary(
     table = out[out.index("shrinktests summary"):]
     assert re.search(r"^baseline\s", table, re.M) and re.search(r"^bf16\s", table, re.M)
     assert "over 2 workers" in table
+    # workers have no terminal: the controller shows what each is doing (plain lines here)
+    shown = set(re.findall(r"^\[shrinktests\] (baseline|bf16): ", out, re.M))
+    assert shown, out[:3000]
