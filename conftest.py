@@ -1,4 +1,4 @@
-"""Project-wide pytest setup: offline hub, the pytester fixture, and opt-in slow tests."""
+"""Project-wide pytest setup: offline hub, the pytester fixture, long tests first."""
 
 import os
 
@@ -11,18 +11,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 pytest_plugins = ["pytester"]
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
-
-
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # Tests that run for many minutes go first: under `-n 2 --dist worksteal` one worker
     # starts on them while the other takes the rest, stealing from the first one's queue.
     # Left where they were, they would start last and run alone at the end.
     items.sort(key=lambda item: "long_pole" not in item.keywords)
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)

@@ -195,9 +195,6 @@ class ShrinkSession:
         """Why each suite uses a live reference in auto mode, or what was recorded."""
         return self.stored.notes
 
-    def reference_path(self, suite: Suite) -> Path:
-        return self.stored.path(suite)
-
     def stored_reference(self, suite: Suite) -> StoredReference | None:
         return self.stored.get(suite)
 
@@ -227,12 +224,6 @@ class ShrinkSession:
     @property
     def stale_outputs(self) -> dict[str, int]:
         return self.accepted.stale_outputs
-
-    def record_fingerprint(self, name: str) -> str:
-        return self.inputs.record_fingerprint(name)
-
-    def accepted_record(self, name: str) -> AcceptedRecord | None:
-        return self.accepted.record(name)
 
     def accepted_failures(self, name: str) -> Mapping[str, str]:
         return self.accepted.failures(name)
