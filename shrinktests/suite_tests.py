@@ -7,6 +7,7 @@ project gets the same checks. Each test reads results the session computed once 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from shrinktests import kinds
 from shrinktests.judging import checks
 from shrinktests.kinds import test_kind
+from shrinktests.run.engine import Generation
 from shrinktests.run.session import Case, ShrinkSession
 from shrinktests.snapshot import render
 
@@ -72,12 +74,13 @@ def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: C
     budgets = s.configs.get(shrink_config).budgets
     result = checks.drift(base, cand, tf, budgets, s.configs.near_tie_epsilon)
     s.runs[shrink_config].drift[shrink_case.id] = result
-    if _flipped(s, shrink_config, shrink_case):
-        live = checks.drift(base, s.live_generation(shrink_config, shrink_case), tf, budgets,
-                            s.configs.near_tie_epsilon)
-        s.flip_verdicts[(shrink_config, shrink_case.id)].append(
-            "drift " + ("within budget" if not live.violations else
-                        "; ".join(f"{v.budget} but got {v.value:.4g}" for v in live.violations)))
+
+    def judge_drift(live: Generation) -> str:
+        v = checks.drift(base, live, tf, budgets, s.configs.near_tie_epsilon).violations
+        return "drift " + ("; ".join(f"{x.budget} but got {x.value:.4g}" for x in v)
+                           if v else "within budget")
+
+    _note_flip(s, shrink_config, shrink_case, judge_drift)
     if not result.bounded:
         pytest.skip(f"no drift budget bounds config {shrink_config!r}: give it budgets such as "
                     '["kl_mean <= 1.5", "top1 >= 0.3"], or put them in [settings] for every config')
@@ -96,6 +99,13 @@ def _flipped(s: ShrinkSession, name: str, case: Case) -> bool:
     near-tie, so the accepted output is judged and this machine's is only reported."""
     r = s.replay(name, case)
     return r is not None and r.judges_accepted
+
+
+def _note_flip(s: ShrinkSession, name: str, case: Case, judge: Callable[[Generation], str]) -> None:
+    """When this machine's output left the accepted one at a near-tie, judge it too and keep
+    what it would have got: reported beside the verdict, which the accepted output decides."""
+    if _flipped(s, name, case):
+        s.flip_verdicts[(name, case.id)].append(judge(s.live_generation(name, case)))
 
 
 def _fail(s: ShrinkSession, name: str, message: str) -> NoReturn:
@@ -123,11 +133,9 @@ def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
                          "reported, not a regression")
         return
     base = checks.degeneration(s.generation(s.reference.name, shrink_case), budgets, max_items)
-    if _flipped(s, shrink_config, shrink_case):  # whether or not the accepted output degenerates
-        live = checks.degeneration(s.live_generation(shrink_config, shrink_case), budgets,
-                                   max_items)
-        s.flip_verdicts[(shrink_config, shrink_case.id)].append(
-            ", ".join(checks.new_modes(live, base)) or "no new degeneration")
+    # whether or not the accepted output degenerates
+    _note_flip(s, shrink_config, shrink_case, lambda live: ", ".join(checks.new_modes(
+        checks.degeneration(live, budgets, max_items), base)) or "no new degeneration")
     if not result.modes:
         return
     modes = checks.new_modes(result, base)
@@ -147,10 +155,9 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
     checker = case.prompt.checks[index]
     outcome = s.constraint(shrink_config, case, index)
     s.runs[shrink_config].constraints[(case.id, index)] = outcome.ok
-    if shrink_config != s.reference.name and _flipped(s, shrink_config, case):
-        live = checker.check(s.live_generation(shrink_config, case).text)
-        s.flip_verdicts[(shrink_config, case.id)].append(
-            f"{'meets' if live.ok else 'loses'} {checker.name}")
+    if shrink_config != s.reference.name:
+        _note_flip(s, shrink_config, case, lambda live: (
+            f"{'meets' if checker.check(live.text).ok else 'loses'} {checker.name}"))
     if outcome.ok:
         return
     if shrink_config == s.reference.name:
