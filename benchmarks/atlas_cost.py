@@ -31,7 +31,7 @@ def main() -> None:
     from shrinktests.run.engine import generate
     from shrinktests.run.model import cache_root
     from shrinktests.run.session import SessionOptions, ShrinkSession
-    from shrinktests.spec import load_configs, load_suite, suite_files_beside
+    from shrinktests.spec.files import load_configs, load_suite, suite_files_beside
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scopes", default="L00.attention,L00.mlp,L11.mlp,L29.attention")

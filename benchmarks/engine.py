@@ -32,7 +32,7 @@ import torch
 
 from shrinktests.run.engine import DecodingSettings, generate, generate_reference, render_prompt
 from shrinktests.run.model import default_model_source, load_model, load_tokenizer, set_determinism
-from shrinktests.spec import load_suite
+from shrinktests.spec.files import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 

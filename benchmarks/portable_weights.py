@@ -54,9 +54,9 @@ def child(config: str, threads: int, native: bool) -> None:
     import torch
 
     from shrinktests.compression import portable
-    from shrinktests.options import RunRequest, resolve
     from shrinktests.run.session import ShrinkSession
     from shrinktests.run.variant import build_variant
+    from shrinktests.spec.options import RunRequest, resolve
 
     torch.set_num_threads(threads)
     session = ShrinkSession(resolve(RunRequest(

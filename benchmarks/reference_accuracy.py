@@ -24,7 +24,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from shrinktests.run.model import cache_root
     from shrinktests.run.session import SessionOptions, ShrinkSession
-    from shrinktests.spec import load_configs, load_suite
+    from shrinktests.spec.files import load_configs, load_suite
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="", help="comma-separated (default: all)")

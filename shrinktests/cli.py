@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
-from shrinktests.options import default_threads
-from shrinktests.schema import ConfigError
-from shrinktests.spec import SpecError
+from shrinktests.spec.files import SpecError
+from shrinktests.spec.options import default_threads
+from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
@@ -87,9 +87,9 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shrinktests.options import OptionError
     from shrinktests.run.export import ExportError
     from shrinktests.run.results import ConfigCrashed
+    from shrinktests.spec.options import OptionError
 
     args = _parser().parse_args(argv)
     command = _export if args.command == "export" else _atlas
@@ -127,8 +127,8 @@ def _snapshots(configs_path: Path) -> Path:
 
 
 def _session(args: argparse.Namespace) -> ShrinkSession:
-    from shrinktests.options import RunRequest, resolve
     from shrinktests.run.session import ShrinkSession
+    from shrinktests.spec.options import RunRequest, resolve
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs_path = Path(args.configs)

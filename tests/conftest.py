@@ -87,7 +87,7 @@ T = TypeVar("T")
 def load_or_spec_error(loader: Callable[[Path], T], path: Path) -> T | None:
     """A parser fed a fuzzed file: its result, or None once the error is checked to be a
     SpecError that names the file (any other exception fails the calling test)."""
-    from shrinktests.spec import SpecError
+    from shrinktests.spec.files import SpecError
 
     try:
         return loader(path)

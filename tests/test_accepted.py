@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shrinktests import accepted
-from shrinktests.accepted import (
+from shrinktests.accepted import record as accepted
+from shrinktests.accepted.record import (
     AcceptedOutput,
     AcceptedRecord,
     describe_change,
@@ -23,7 +23,7 @@ from shrinktests.accepted import (
     render,
     save,
 )
-from shrinktests.spec import SpecError
+from shrinktests.spec.files import SpecError
 from tests.conftest import TWO_CONFIGS, ProjectMaker
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

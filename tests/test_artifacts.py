@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shrinktests.spec import SpecError, load_configs
+from shrinktests.spec.files import SpecError, load_configs
 from tests.conftest import ProjectMaker
 
 ROOT = Path(__file__).resolve().parent.parent

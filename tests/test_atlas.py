@@ -50,7 +50,7 @@ from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope
 from shrinktests.judging.metrics import TeacherForced, first_divergence
 from shrinktests.judging.stats import ranks, spearman
-from shrinktests.spec import load_configs
+from shrinktests.spec.files import load_configs
 from tests.conftest import TINY_SUITE, ProjectMaker
 from tests.test_prune import tiny_llama
 
@@ -384,7 +384,7 @@ dtype = "float32"
     ("bits = 2", "bits"),
 ])
 def test_atlas_settings_errors_name_the_field(tmp_path: Path, line: str, field: str) -> None:
-    from shrinktests.spec import SpecError
+    from shrinktests.spec.files import SpecError
 
     path = tmp_path / "configs.toml"
     path.write_text(MINIMAL.format(line=line))
@@ -513,7 +513,7 @@ def test_length_sorted_scoring_keeps_the_order_and_the_values() -> None:
 
 
 def test_a_configs_file_kept_elsewhere_runs_the_project_suites(tmp_path: Path) -> None:
-    from shrinktests.spec import SpecError, suite_files_beside
+    from shrinktests.spec.files import SpecError, suite_files_beside
 
     project = ROOT / "suites" / "configs.toml"
     alone = tmp_path / "recipe.toml"

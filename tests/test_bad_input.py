@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shrinktests.spec import ConfigSet, Suite, load_configs, load_suite
+from shrinktests.spec.files import ConfigSet, Suite, load_configs, load_suite
 from tests.conftest import TWO_CONFIGS, load_or_spec_error
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")

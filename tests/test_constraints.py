@@ -18,7 +18,7 @@ from shrinktests.judging.constraints import (
     sentences,
 )
 from shrinktests.judging.sandbox import run_python
-from shrinktests.schema import ConfigError
+from shrinktests.spec.schema import ConfigError
 
 fast = settings(max_examples=40, deadline=None)
 

@@ -24,7 +24,7 @@ from shrinktests.run.engine import (
     generate_reference,
     render_prompt,
 )
-from shrinktests.spec import load_suite
+from shrinktests.spec.files import load_suite
 
 ROOT = Path(__file__).resolve().parent.parent
 #: a parting of the ways below this top-1/top-2 margin is float rounding, not a bug

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shrinktests.run.engine_split import EngineGroup, engine_groups
-from shrinktests.spec import load_configs
+from shrinktests.spec.files import load_configs
 from tests.conftest import ProjectMaker
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import torch
 from shrinktests.compression import portable
 from shrinktests.run.model import ModelSource
 from shrinktests.run.variant import build_variant
-from shrinktests.spec import load_configs
+from shrinktests.spec.files import load_configs
 from tests.test_prune import tiny_llama
 
 CONFIGS = """[settings]

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import shrinktests
-from shrinktests.distribute import config_group
+from shrinktests.pytest_plugin.distribute import config_group
 from shrinktests.run.cache import DiskCache, atomic_write_text, atomic_writer
 from shrinktests.run.model import ModelSource, load_model, load_tokenizer
 from tests.conftest import ProjectMaker, workers_by_config
@@ -68,7 +68,7 @@ def test_snapshot_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """syrupy's own writer truncates the file first; ours goes through atomic_writer."""
     from syrupy.data import Snapshot, SnapshotCollection
 
-    from shrinktests import snapshot
+    from shrinktests.pytest_plugin import snapshot
 
     path = tmp_path / "test_baseline_snapshot[tiny.hello].txt"
     collection = SnapshotCollection(location=str(path))
@@ -310,7 +310,7 @@ def test_the_default_thread_count_is_shared_among_xdist_workers(
         monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int, threads: int) -> None:
     """The CPUs divided among the workers, at most 4 and at least 1 each: two workers at two threads
     each on two cores ran 2.7x slower than one process (oversubscribed cores wait)."""
-    from shrinktests import options
+    from shrinktests.spec import options
 
     monkeypatch.setattr(options.os, "cpu_count", lambda: cpus)
     assert options.default_threads(workers) == threads

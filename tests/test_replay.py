@@ -9,9 +9,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shrinktests.accepted import AcceptedOutput
+from shrinktests.accepted.record import AcceptedOutput
+from shrinktests.accepted.replay import replay
 from shrinktests.judging.metrics import first_divergence
-from shrinktests.judging.replay import replay
 from shrinktests.run.engine import Generation
 
 EPS = 0.02

@@ -11,15 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from shrinktests.accepted import AcceptedOutput, AcceptedRecord, prompt_key
+from shrinktests.accepted.record import AcceptedOutput, AcceptedRecord, prompt_key
+from shrinktests.accepted.state import AcceptedState
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.engine import DecodingSettings, Generation
 from shrinktests.run.inputs import SessionOptions
 from shrinktests.run.pool import VariantPool
-from shrinktests.run.replaying import AcceptedState
 from shrinktests.run.results import ConfigCrashed, ConfigRun
 from shrinktests.run.stored import StoredReferences
-from shrinktests.spec import ConfigSet, Suite, load_configs, load_suite
+from shrinktests.spec.files import ConfigSet, Suite, load_configs, load_suite
 
 CONFIGS = """[settings]
 reference = "base"
@@ -130,8 +130,8 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
     model, so its outputs are judged live and its per-prompt checks are advisory."""
     from dataclasses import replace
 
-    from shrinktests import expectations
     from shrinktests.compression.portable import machine_key
+    from shrinktests.pytest_plugin import expectations
 
     configs, suite = _files(tmp_path)
     here = _record(configs, suite)
@@ -191,7 +191,7 @@ def test_freed_heap_memory_goes_back_to_the_system() -> None:
     """Blocks freed between blocks still alive stay in the C heap (resident) until trimmed:
     the way freed tensors piled up over a run of configs. After return_freed_memory they
     are given back."""
-    from shrinktests.heap import _malloc_trim
+    from shrinktests.run.heap import _malloc_trim
     from shrinktests.run.resources import return_freed_memory
 
     if _malloc_trim() is None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shrinktests.snapshot import recorded_token_ids, same_header
+from shrinktests.pytest_plugin.snapshot import recorded_token_ids, same_header
 
 SNAP = """# shrinktests baseline snapshot, format 1
 # model: M@abc

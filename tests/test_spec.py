@@ -45,8 +45,8 @@ from shrinktests.judging.constraints import (
     build_checker,
     known_checkers,
 )
-from shrinktests.schema import ConfigError
-from shrinktests.spec import ConfigSet, SpecError, Suite, load_configs, load_suite
+from shrinktests.spec.files import ConfigSet, SpecError, Suite, load_configs, load_suite
+from shrinktests.spec.schema import ConfigError
 from tests.conftest import load_or_spec_error
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"
@@ -97,7 +97,7 @@ def test_real_configs_file_loads() -> None:
     assert {"kl_mean <= 1.5", "top1 >= 0.3"} <= {str(b) for b in cs.get("baseline").budgets}
     assert cs.get("q4_1-llamacpp").engine == "llama.cpp" and not cs.get("q4_1-llamacpp").steps
     # the accepted state of every shipped config is recorded for exactly these configs
-    from shrinktests import accepted
+    from shrinktests.accepted import record as accepted
 
     prompts = sum(len(load_suite(p).prompts) for p in SUITES.glob("*.toml")
                   if p.name != "configs.toml")

@@ -30,7 +30,7 @@ from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import ATTENTION, MLP, Scope
 from shrinktests.judging.metrics import BaselineSide, TeacherForced
-from shrinktests.schema import ConfigError
+from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

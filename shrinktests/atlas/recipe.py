@@ -26,7 +26,7 @@ from typing import Any
 from shrinktests.atlas.measure import PARTS, ScopeResult, parse_scope_id
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import Scope
-from shrinktests.spec import ConfigSet
+from shrinktests.spec.files import ConfigSet
 
 #: bits of one float16 scale, stored once per block by the blockwise quantizer
 SCALE_BITS = 16

@@ -28,14 +28,14 @@ from shrinktests.atlas.measure import (
     ranked,
     to_dict,
 )
-from shrinktests.heap import trim_heap
 from shrinktests.judging.budgets import Budget
 from shrinktests.judging.stats import spearman
 from shrinktests.run.cache import atomic_write_text, cache_key
+from shrinktests.run.heap import trim_heap
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
-    from shrinktests.spec import Suite
+    from shrinktests.spec.files import Suite
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class AtlasRun:
             uniform_step,
         )
         from shrinktests.compression.blockwise import BlockwiseQuant
-        from shrinktests.spec import load_configs
+        from shrinktests.spec.files import load_configs
 
         method = self.settings.method
         if not isinstance(method, BlockwiseQuant):

@@ -2,7 +2,7 @@
 
 A method is a frozen dataclass: its fields *are* its parameters, so the configs file is
 validated against the field types (unknown keys name the nearest known one, see
-:mod:`shrinktests.schema`) and the canonical parameters feed the config fingerprint. A method
+:mod:`shrinktests.spec.schema`) and the canonical parameters feed the config fingerprint. A method
 may contribute ``from_pretrained`` keyword arguments (load-time quantizers such as
 bitsandbytes) and/or transform a loaded model in place.
 
@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shrinktests.schema import ConfigError
+from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path

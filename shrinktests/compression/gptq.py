@@ -57,7 +57,7 @@ from shrinktests.compression.layerwise import (
 )
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.schema import ConfigError
+from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -29,8 +29,8 @@ from shrinktests.compression.layerwise import (
 from shrinktests.compression.measure import effective_weight, keep_bnb_layout
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.heap import trim_heap
-from shrinktests.schema import ConfigError
+from shrinktests.run.heap import trim_heap
+from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

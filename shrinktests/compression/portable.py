@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import torch
 
     from shrinktests.run.model import ModelSource
-    from shrinktests.spec import CompressionConfig
+    from shrinktests.spec.files import CompressionConfig
 
 #: set before torch is imported in the child: the same kernels and reduction order on every
 #: x86-64 CPU with AVX2 (the variables torch, MKL and oneDNN read to pick their code paths)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.spec import CompressionConfig, Suite
+from shrinktests.spec.files import CompressionConfig, Suite
 
 if TYPE_CHECKING:
     from shrinktests.judging.metrics import TeacherForced

@@ -30,14 +30,14 @@ from shrinktests.run.model import (
     set_determinism,
 )
 from shrinktests.run.numerics import numerics
-from shrinktests.spec import ConfigSet, Prompt, Suite
+from shrinktests.spec.files import ConfigSet, Prompt, Suite
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from transformers import PreTrainedTokenizerBase
 
-    from shrinktests.accepted import AcceptedRecord
+    from shrinktests.accepted.record import AcceptedRecord
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from shrinktests.run.engine import DecodingSettings, Generation, Timings
     from shrinktests.run.model import ModelSource
     from shrinktests.run.variant import Variant
-    from shrinktests.spec import CompressionConfig
+    from shrinktests.spec.files import CompressionConfig
 
 #: the binding's version this engine is tested with, and how to install it
 BINDING = "llama-cpp-python==0.3.36"

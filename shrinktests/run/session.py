@@ -3,7 +3,7 @@
 - :class:`~shrinktests.run.inputs.RunInputs`: model source, tokenizer, prompts, fingerprints;
 - :class:`~shrinktests.run.pool.VariantPool`: the compressed models, a crash remembered;
 - :class:`~shrinktests.run.stored.StoredReferences`: the baseline's stored distributions;
-- :class:`~shrinktests.run.replaying.AcceptedState`: each config's accepted outputs, replayed;
+- :class:`~shrinktests.accepted.state.AcceptedState`: each config's accepted outputs, replayed;
 - and here, the results: generations and teacher-forced scores, memoised twice (in memory
   for the run, on disk across runs: a warm run loads no model at all). Generation happens
   once per (config, suite) as fixed batches; checks only read the results.
@@ -20,10 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from shrinktests.accepted import AcceptedRecord
+from shrinktests.accepted.record import AcceptedRecord
+from shrinktests.accepted.replay import Replay
+from shrinktests.accepted.state import AcceptedState
 from shrinktests.judging.constraints import Outcome
 from shrinktests.judging.metrics import TeacherForced, teacher_forced
-from shrinktests.judging.replay import Replay
 from shrinktests.run.cache import DiskCache, cache_key
 from shrinktests.run.engine import (
     DecodingSettings,
@@ -38,12 +39,11 @@ from shrinktests.run.inputs import Case, RunInputs, SessionOptions
 from shrinktests.run.model import ModelSource
 from shrinktests.run.pool import VariantPool, note_device_memory
 from shrinktests.run.progress import PhaseClock, Progress
-from shrinktests.run.replaying import AcceptedState
 from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
 from shrinktests.run.stored import StoredReferences, stored_generations
 from shrinktests.run.variant import Variant, VariantStats
-from shrinktests.spec import CompressionConfig, Suite
+from shrinktests.spec.files import CompressionConfig, Suite
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -246,7 +246,7 @@ class ShrinkSession:
     def generations(self, name: str, suite: Suite) -> list[Generation]:
         """The continuations of a suite that config ``name`` is judged on: this run's, except
         where they leave the config's accepted output at a near-tie (a machine-dependent flip,
-        see :mod:`shrinktests.judging.replay`); then the accepted output."""
+        see :mod:`shrinktests.accepted.replay`); then the accepted output."""
         live = self.live_generations(name, suite)
         if name == self.reference.name or self.options.accept:
             return live

@@ -16,7 +16,7 @@ from shrinktests.run.cache import cache_key
 from shrinktests.run.engine import Generation, iter_continuation_logprobs
 from shrinktests.run.inputs import RunInputs
 from shrinktests.run.progress import Progress
-from shrinktests.spec import Suite
+from shrinktests.spec.files import Suite
 
 if TYPE_CHECKING:
     import torch

@@ -19,7 +19,7 @@ from shrinktests.run.model import (
     load_tokenizer,
     weight_files,
 )
-from shrinktests.spec import Artifact, CompressionConfig
+from shrinktests.spec.files import Artifact, CompressionConfig
 
 if TYPE_CHECKING:
     import torch
@@ -223,7 +223,7 @@ def build_artifact_variant(
 def check_vocabulary(artifact: ModelSource, given: Artifact, base_vocab: dict[str, int]) -> None:
     """A candidate's tokenizer must be the baseline's, or the comparison would feed it other
     token ids."""
-    from shrinktests.schema import ConfigError
+    from shrinktests.spec.schema import ConfigError
 
     kind = given.kind
     vocab = load_tokenizer(artifact).get_vocab()

@@ -23,8 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shrinktests.kinds import TestKind
-from shrinktests.spec import CompressionConfig
+from shrinktests.pytest_plugin.kinds import TestKind
+from shrinktests.spec.files import CompressionConfig
 
 #: reason prefix of the non-strict xfail marker that records failures in accept mode
 RECORDING = "recording failures for --shrink-accept-failures"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shrinktests.progress_line import WorkerRelay
+from shrinktests.pytest_plugin.progress_line import WorkerRelay
 from shrinktests.report.data import SummaryData
 from shrinktests.run.session import ShrinkSession
 

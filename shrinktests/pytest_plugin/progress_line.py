@@ -13,7 +13,7 @@ workers' statuses side by side (:class:`WorkerRelay`, a thread polling those fil
 
 from __future__ import annotations
 
-import os
+import contextlib
 import shutil
 import tempfile
 import threading
@@ -106,12 +106,10 @@ class FileProgress(Progress):
         self._put("")
 
     def _put(self, text: str) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError:  # the controller ended the run and removed the folder
-            pass
+        from shrinktests.run.cache import atomic_write_text
+
+        with contextlib.suppress(OSError):  # the controller ended the run, folder and all
+            atomic_write_text(self.path, text)
 
 
 class WorkerRelay:
@@ -136,14 +134,13 @@ class WorkerRelay:
     def statuses(self) -> dict[str, str]:
         """Each worker's current status (empty ones left out), by worker id."""
         out = {}
-        for file in sorted(self.folder.glob("gw*")):
-            if file.suffix != ".tmp":
-                try:
-                    text = file.read_text(encoding="utf-8").strip()
-                except OSError:
-                    continue
-                if text:
-                    out[file.name] = text
+        for file in sorted(self.folder.glob("gw*")):  # not the writers' hidden temporary files
+            try:
+                text = file.read_text(encoding="utf-8").strip()
+            except OSError:
+                continue
+            if text:
+                out[file.name] = text
         return out
 
     def show(self) -> None:

@@ -21,7 +21,7 @@ from shrinktests.compression.base import Method
 from shrinktests.compression.registry import build_method
 from shrinktests.judging.budgets import Budget, BudgetError, merge_budgets, parse_budget
 from shrinktests.judging.constraints import Checker, ListItems, build_checker
-from shrinktests.schema import ConfigError, coerce_dataclass, nearest_name
+from shrinktests.spec.schema import ConfigError, coerce_dataclass, nearest_name
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
@@ -305,7 +305,7 @@ class ConfigSet:
     atlas: AtlasSettings | None = None
     atlas_budgets: tuple[Budget, ...] = ()
     #: a config's output that leaves its accepted one where the config's own top-1/top-2
-    #: margin is below this is a machine-dependent flip (see shrinktests.judging.replay)
+    #: margin is below this is a machine-dependent flip (see shrinktests.accepted.replay)
     replay_epsilon: float = 0.1
 
     def names(self) -> list[str]:

@@ -3,7 +3,7 @@
 Each config's accepted record (``snapshots/accepted/<config>.toml``) holds the outputs and
 failures that were accepted for it. This part checks that a record still holds (same model,
 same config), replays this machine's outputs against it (see
-:mod:`shrinktests.judging.replay`), and turns this run's outputs into a new record.
+:mod:`shrinktests.accepted.replay`), and turns this run's outputs into a new record.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from shrinktests.accepted import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
+from shrinktests.accepted.record import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
+from shrinktests.accepted.replay import Replay, replay
 from shrinktests.compression.portable import machine_key, weights_key
-from shrinktests.judging.replay import Replay, replay
 from shrinktests.run.engine import Generation
 from shrinktests.run.inputs import Case, RunInputs
-from shrinktests.spec import Suite
+from shrinktests.spec.files import Suite
 
 
 class AcceptedState:

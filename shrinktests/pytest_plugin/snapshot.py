@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from syrupy.location import PyTestLocation
 
     from shrinktests.run.engine import Generation
-    from shrinktests.spec import CompressionConfig
+    from shrinktests.spec.files import CompressionConfig
 
 UPDATE_HINT = "pytest suites/ --snapshot-update"
 FORMAT = 1

@@ -10,7 +10,7 @@ Why the outputs: a compressed small model decoding greedily passes many steps wh
 are almost equally likely. Another CPU or thread count rounds such a step the other way and
 the rest of the answer changes, so verdicts read from free-running text would be pinned to the
 machine that recorded them. With the outputs recorded, a run can tell that kind of flip from a
-real change (see :mod:`shrinktests.judging.replay`).
+real change (see :mod:`shrinktests.accepted.replay`).
 
 A record made for another model or another config is never applied: it is reported as stale
 (with what changed) and the config is judged on its live outputs. The files are reviewed as
@@ -32,7 +32,7 @@ import numpy as np
 
 from shrinktests.run.cache import atomic_write_text
 from shrinktests.run.engine import Generation
-from shrinktests.spec import SpecError
+from shrinktests.spec.files import SpecError
 
 FORMAT = 1
 FOLDER = "accepted"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shrinktests.stash import relay_key, session_key, worker_data_key
+from shrinktests.pytest_plugin.stash import relay_key, session_key, worker_data_key
 
 #: the name under which a worker finds the file to write its status into
 PROGRESS_INPUT = "shrinktests_progress"
@@ -91,7 +91,7 @@ def pytest_configure_node(node: Any) -> None:
         capture = config.pluginmanager.get_plugin("capturemanager")
         if reporter is None or capture is None:
             return
-        from shrinktests.progress_line import TerminalProgress, WorkerRelay
+        from shrinktests.pytest_plugin.progress_line import TerminalProgress, WorkerRelay
 
         terminal = TerminalProgress(reporter, capture)
         config.pluginmanager.register(terminal)  # it erases the status before each outcome

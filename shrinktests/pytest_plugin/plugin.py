@@ -1,13 +1,12 @@
 """The pytest plugin (registered through the ``pytest11`` entry point): hooks and fixtures.
 
 Hooks stay thin. Options are parsed by small ``type=`` functions and resolved, as the CLI's
-are, by :mod:`shrinktests.options`; suites and configs are validated once at configure time (a
-bad file is a usage error, exit code 4). Test kinds come from :mod:`shrinktests.kinds`,
-expectations (known failures, accepted regressions, ``expect = "breaks"``) from
-:mod:`shrinktests.expectations`, the xdist hand-off from :mod:`shrinktests.distribute`, the
-accept-mode recorder from :mod:`shrinktests.recording`; everything else is the
-:class:`~shrinktests.run.session.ShrinkSession` kept in ``config.stash``. Importing this module
-is cheap: torch and transformers load only when a model is needed.
+are, by :mod:`shrinktests.spec.options`; suites and configs are validated once at configure time (a
+bad file is a usage error, exit code 4). Beside this module: test kinds (``kinds``),
+expectations (known failures, accepted regressions, ``expect = "breaks"``: ``expectations``),
+the xdist hand-off (``distribute``) and the accept-mode recorder (``recording``); everything
+else is the :class:`~shrinktests.run.session.ShrinkSession` kept in ``config.stash``.
+Importing this module is cheap: torch and transformers load only when a model is needed.
 """
 
 from __future__ import annotations
@@ -19,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from shrinktests import expectations
-from shrinktests.distribute import (  # noqa: F401  # hooks pytest reads from this module
+from shrinktests.pytest_plugin import expectations
+from shrinktests.pytest_plugin.distribute import (  # noqa: F401  # hooks pytest reads from this module
     PROGRESS_INPUT,
     pytest_cmdline_main,
     pytest_configure_node,
@@ -28,8 +27,8 @@ from shrinktests.distribute import (  # noqa: F401  # hooks pytest reads from th
     pytest_testnodedown,
     pytest_xdist_make_scheduler,
 )
-from shrinktests.kinds import AGGREGATE, kind_of
-from shrinktests.stash import error_key, session_key, worker_data_key
+from shrinktests.pytest_plugin.kinds import AGGREGATE, kind_of
+from shrinktests.pytest_plugin.stash import error_key, session_key, worker_data_key
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
@@ -119,7 +118,7 @@ def _path(config: pytest.Config, option: str, ini: str) -> Path | None:
 
 
 def _request(config: pytest.Config) -> Any:
-    from shrinktests.options import RunRequest
+    from shrinktests.spec.options import RunRequest
 
     suites = config.getoption("--shrink-suite")
     ini_suites = config.getini("shrink_suites")
@@ -157,8 +156,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # known noise from torch/bitsandbytes internals, not from the code under test
     config.addinivalue_line(
         "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
-    from shrinktests.options import NotConfigured, OptionError, resolve
-    from shrinktests.spec import SpecError
+    from shrinktests.spec.files import SpecError
+    from shrinktests.spec.options import NotConfigured, OptionError, resolve
 
     if config.getoption("shrink_numerics") == "portable":
         _enter_portable(config)
@@ -180,8 +179,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
     session = config.stash[session_key] = ShrinkSession(options)
     if options.accept and not hasattr(config, "workerinput"):
-        from shrinktests.accepted import FOLDER
-        from shrinktests.recording import PLUGIN_NAME, AcceptRecorder
+        from shrinktests.accepted.record import FOLDER
+        from shrinktests.pytest_plugin.recording import PLUGIN_NAME, AcceptRecorder
 
         recorder = AcceptRecorder(session, options.snapshot_dir / FOLDER)
         config.pluginmanager.register(recorder, PLUGIN_NAME)
@@ -215,7 +214,7 @@ def pytest_report_header(config: pytest.Config) -> list[str] | None:
     session = config.stash.get(session_key, None)
     if session is None:
         return None
-    from shrinktests.accepted import FOLDER, LEGACY_FILE
+    from shrinktests.accepted.record import FOLDER, LEGACY_FILE
     from shrinktests.run.numerics import describe
 
     o = session.options
@@ -315,7 +314,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     session = item.config.stash.get(session_key, None)
     if name is None or session is None:
         return
-    from shrinktests.accepted import FOLDER, path_for
+    from shrinktests.accepted.record import FOLDER, path_for
 
     where = str(path_for(Path(FOLDER), name))
     foreign = session.foreign_cpu(name)
@@ -366,7 +365,7 @@ def _show_progress(config: pytest.Config, session: ShrinkSession) -> None:
     the terminal: it writes its status into a file the controller shows)."""
     workerinput = getattr(config, "workerinput", None)
     if workerinput is not None and PROGRESS_INPUT in workerinput:
-        from shrinktests.progress_line import FileProgress
+        from shrinktests.pytest_plugin.progress_line import FileProgress
 
         session.attach_progress(FileProgress(Path(workerinput[PROGRESS_INPUT])))
     if workerinput is not None or config.pluginmanager.has_plugin(PROGRESS_PLUGIN):
@@ -374,7 +373,7 @@ def _show_progress(config: pytest.Config, session: ShrinkSession) -> None:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if reporter is not None and capture is not None:
-        from shrinktests.progress_line import TerminalProgress
+        from shrinktests.pytest_plugin.progress_line import TerminalProgress
 
         progress = TerminalProgress(reporter, capture)
         config.pluginmanager.register(progress, PROGRESS_PLUGIN)  # it erases itself per test
@@ -417,7 +416,7 @@ def shrink_scope(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def shrink_snapshot(snapshot: Any, shrink_session: ShrinkSession) -> Any:
     """syrupy's ``snapshot`` bound to the readable baseline format under ``snapshots/``."""
-    from shrinktests.snapshot import extension_for
+    from shrinktests.pytest_plugin.snapshot import extension_for
 
     return snapshot.use_extension(extension_for(shrink_session.options.snapshot_dir))
 
@@ -463,7 +462,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         written = write_report(Path(folder), data)
         terminalreporter.write_line(
             f"shrinktests: report written: {', '.join(str(p) for p in written)}")
-    from shrinktests.recording import PLUGIN_NAME, AcceptRecorder
+    from shrinktests.pytest_plugin.recording import PLUGIN_NAME, AcceptRecorder
 
     recorder = config.pluginmanager.get_plugin(PLUGIN_NAME)
     if isinstance(recorder, AcceptRecorder):

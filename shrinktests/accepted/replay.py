@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from shrinktests.accepted import AcceptedOutput
+from shrinktests.accepted.record import AcceptedOutput
 from shrinktests.judging.metrics import first_divergence
 from shrinktests.run.engine import Generation
 

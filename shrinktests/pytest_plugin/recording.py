@@ -3,7 +3,7 @@
 A plugin object registered in accept mode (one process: the outputs live where they were
 generated). It notes which behaviour tests ran and which failed, with the first line of the
 failure, and at the end writes ``snapshots/accepted/<config>.toml`` for every config that ran
-(see :mod:`shrinktests.accepted`).
+(see :mod:`shrinktests.accepted.record`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from shrinktests.expectations import RECORDING
+from shrinktests.pytest_plugin.expectations import RECORDING
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
@@ -30,7 +30,7 @@ class AcceptRecorder:
         self.failures = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        from shrinktests.accepted import first_line
+        from shrinktests.accepted.record import first_line
 
         props = dict(report.user_properties)
         name = str(props.get("shrink_config", ""))
@@ -42,7 +42,7 @@ class AcceptRecorder:
             self.failing.setdefault(name, {})[test] = first_line(report.longreprtext)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
-        from shrinktests.accepted import MARGIN_FLOOR, merged, save
+        from shrinktests.accepted.record import MARGIN_FLOOR, merged, save
 
         s = self.session
         below = max(MARGIN_FLOOR, s.configs.replay_epsilon)

@@ -3,7 +3,7 @@
 The pytest plugin reads ``--shrink-*`` options and ini keys, the ``python -m shrinktests``
 command its own flags; both fill a :class:`RunRequest` and call :func:`resolve`, so the two
 front ends cannot drift apart. Problems come back as data (:class:`OptionError` names the
-setting, :class:`~shrinktests.spec.SpecError` the file and field) and each front end words
+setting, :class:`~shrinktests.spec.files.SpecError` the file and field) and each front end words
 them with its own option names.
 """
 
@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shrinktests import accepted
+from shrinktests.accepted import record as accepted
 from shrinktests.run.session import SessionOptions
-from shrinktests.spec import SpecError, Suite, load_configs, load_suite, suite_files_beside
+from shrinktests.spec.files import SpecError, Suite, load_configs, load_suite, suite_files_beside
 
 
 class OptionError(ValueError):
