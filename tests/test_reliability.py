@@ -9,6 +9,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -361,3 +363,18 @@ def test_no_import_cycles_in_the_package() -> None:
 
     cycles = sorted(f"{a} <-> {b}" for a in graph for b in graph[a] if reaches(b, a))
     assert cycles == []
+
+
+def test_importing_the_plugin_is_cheap() -> None:
+    """pytest loads the plugin in every run of an environment where shrinktests is installed,
+    also in projects that never use it: importing it loads a few of the package's own modules
+    and nothing heavy (numpy, torch, transformers load once a model or a figure is needed)."""
+    code = ("import sys, pytest; before = set(sys.modules); "
+            "import shrinktests.pytest_plugin.plugin; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(shrinktests.__file__).parent.parent)
+    loaded = run.stdout.split()
+    heavy = [m for m in loaded if m.split(".")[0] in ("numpy", "torch", "transformers", "scipy")]
+    assert heavy == []
+    assert len(loaded) <= 10, loaded

@@ -22,9 +22,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shrinktests.pytest_plugin.kinds import TestKind
-from shrinktests.spec.files import CompressionConfig
+
+if TYPE_CHECKING:
+    from shrinktests.spec.files import CompressionConfig
 
 #: reason prefix of the non-strict xfail marker that records failures in accept mode
 RECORDING = "recording failures for --shrink-accept-failures"
