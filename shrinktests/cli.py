@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 
 from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.spec import flags
 from shrinktests.spec.files import SpecError
-from shrinktests.spec.options import default_threads
 from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
@@ -36,14 +36,7 @@ def _parser() -> argparse.ArgumentParser:
         "one at a time with the [settings.atlas] method of the configs file (default: "
         "blockwise 2-bit, block 32), measure teacher-forced drift and reconstruction error, "
         "and suggest a mixed-precision recipe.")
-    atlas.add_argument("--model", metavar="PATH", help="local Hugging Face causal LM folder "
-                       "(default: the embedded SmolLM2-135M-Instruct)")
-    atlas.add_argument("--configs", metavar="PATH", default="suites/configs.toml",
-                       help="configs file with the reference and [settings.atlas] "
-                       "(default: %(default)s)")
-    atlas.add_argument("--suite", metavar="PATH", action="append",
-                       help="suite file; repeat for several (default: those beside the "
-                       "configs file, narrowed by [settings.atlas] suites)")
+    _shared(atlas, flags.SHARED)
     atlas.add_argument("--parts", metavar="LIST",
                        help=f"comma-separated sub-blocks or tensor families (default from the "
                        f"configs file, else {','.join(PARTS)}); e.g. q_proj,k_proj,v_proj,"
@@ -51,15 +44,10 @@ def _parser() -> argparse.ArgumentParser:
     atlas.add_argument("--out", metavar="DIR", default="atlas",
                        help="folder for atlas.json/.md, heatmap.svg, scatter.svg, index.html, "
                        "recipe.toml (default: %(default)s)")
-    atlas.add_argument("--cache", metavar="DIR", help="cache folder, or 'none' (default: "
-                       "$SHRINKTESTS_CACHE or ~/.cache/shrinktests)")
-    atlas.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
-                       "(default: %(default)s)")
-    atlas.add_argument("--threads", type=int, default=default_threads(),
-                       help="torch CPU threads (default: %(default)s)")
     atlas.add_argument("--no-recipe", action="store_true",
                        help="measure the scopes only; do not suggest and score a recipe")
-    atlas.add_argument("--top", type=int, default=10, help="scopes shown in the terminal table")
+    atlas.add_argument("--top", type=flags.positive_int, default=10,
+                       help="scopes shown in the terminal table")
     export = sub.add_parser(
         "export", help="write a config's model as a Hugging Face checkpoint (a GGUF file for "
         "an engine = \"llama.cpp\" config)",
@@ -70,16 +58,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("config", metavar="CONFIG", help="config name in the configs file")
     export.add_argument("--out", metavar="DIR", required=True, help="folder (or .gguf file) "
                         "to write (must not exist)")
-    export.add_argument("--model", metavar="PATH", help="local Hugging Face causal LM folder "
-                        "(default: the embedded SmolLM2-135M-Instruct)")
-    export.add_argument("--configs", metavar="PATH", default="suites/configs.toml",
-                        help="configs file (default: %(default)s)")
-    export.add_argument("--cache", metavar="DIR", help="cache folder, or 'none'")
-    export.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N "
-                       "(default: %(default)s)")
-    export.add_argument("--threads", type=int, default=default_threads(),
-                        help="torch CPU threads (default: %(default)s)")
+    _shared(export, tuple(f for f in flags.SHARED if f is not flags.SUITE))
     return parser
+
+
+def _shared(command: argparse.ArgumentParser, shared: Sequence[flags.Flag]) -> None:
+    """The options pytest takes as ``--shrink-NAME``, with this command's defaults."""
+    for flag in shared:
+        command.add_argument(f"--{flag.name}", **flag.kwargs())
+    command.set_defaults(configs="suites/configs.toml", device="auto",
+                         threads=flags.default_threads())
 
 
 class UsageError(Exception):

@@ -378,3 +378,24 @@ def test_importing_the_plugin_is_cheap() -> None:
     heavy = [m for m in loaded if m.split(".")[0] in ("numpy", "torch", "transformers", "scipy")]
     assert heavy == []
     assert len(loaded) <= 10, loaded
+
+
+def test_the_command_and_the_plugin_take_the_same_options(pytester: pytest.Pytester) -> None:
+    """Each shared option is defined once: pytest's --shrink-NAME and the command's --NAME
+    have the same help and refuse a bad value alike (the command once took --threads 0)."""
+    from shrinktests.cli import _parser
+    from shrinktests.spec import flags
+
+    commands = _parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    atlas = {a.dest: a for a in commands["atlas"]._actions}
+    plugin = pytester.runpytest_subprocess("--help")
+    help_text = " ".join(plugin.stdout.str().split())
+    for flag in flags.SHARED:
+        assert atlas[flag.name].help == flag.help
+        assert f"--shrink-{flag.name}={flag.metavar} " in help_text
+        assert " ".join(flag.help.split()) in help_text.replace("%%", "%")
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["atlas", "--threads", "0"])
+    refused = pytester.runpytest_subprocess("--shrink-threads", "0")
+    assert refused.ret == pytest.ExitCode.USAGE_ERROR
+    assert "expected a positive integer, got '0'" in refused.stderr.str()

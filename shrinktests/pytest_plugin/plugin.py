@@ -11,7 +11,6 @@ Importing this module is cheap: torch and transformers load only when a model is
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +28,7 @@ from shrinktests.pytest_plugin.distribute import (  # noqa: F401  # hooks pytest
 )
 from shrinktests.pytest_plugin.kinds import AGGREGATE, kind_of
 from shrinktests.pytest_plugin.stash import error_key, session_key, worker_data_key
+from shrinktests.spec.flags import SHARED
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
@@ -50,40 +50,15 @@ PROGRESS_PLUGIN = "shrinktests-progress"
 _FIXTURES = ("shrink_config", "shrink_case", "shrink_check", "shrink_scope")
 
 
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shrinktests", "behavioural regression tests for compressed LLMs")
-    group.addoption("--shrink-model", metavar="PATH", default=None,
-                    help="local Hugging Face causal LM folder (default: the embedded "
-                         "SmolLM2-135M-Instruct)")
-    group.addoption("--shrink-configs", metavar="PATH", default=None,
-                    help="compression configs file (default: suites/configs.toml)")
-    group.addoption("--shrink-suite", metavar="PATH", action="append", default=None,
-                    help="prompt suite file; repeat for several (default: every other "
-                         "*.toml beside the configs file, else beside suites/configs.toml)")
-    group.addoption("--shrink-cache", metavar="DIR", default=None,
-                    help="cache folder for converted models and results, or 'none' "
-                         "(default: $SHRINKTESTS_CACHE or ~/.cache/shrinktests)")
-    group.addoption("--shrink-device", metavar="DEVICE", default=None,
-                    help="where models run: auto (CUDA when there is one), cpu, cuda or "
-                         "cuda:N (default: the shrink_device ini key, else auto)")
+    for flag in SHARED:
+        group.addoption(f"--shrink-{flag.name}", default=None, **flag.kwargs())
     group.addoption("--shrink-numerics", choices=("native", "portable"), default="native",
                     help="native: the machine's own kernels, as users run them (default); "
                          "portable: every x86-64 CPU with AVX2 runs the same kernels, at one "
                          "thread (torch's AVX2 code, MKL_CBWR=AVX2,STRICT, oneDNN capped at "
                          "AVX2), for release gates that must reproduce bit for bit; slower")
-    group.addoption("--shrink-threads", metavar="N", type=positive_int, default=None,
-                    help="torch CPU threads, fixed for repeatable results (default: the CPUs "
-                         "divided among the xdist workers, at most 4)")
     group.addoption("--shrink-snapshots", metavar="DIR", default=None,
                     help="baseline snapshot folder (default: snapshots/ in the rootdir)")
     group.addoption("--shrink-bench", action="store_true", default=False,
@@ -104,7 +79,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini("shrink_configs", "default for --shrink-configs", default="")
     parser.addini("shrink_suites", "default suite files", type="linelist", default=[])
     parser.addini("shrink_snapshots", "default for --shrink-snapshots", default="")
-    parser.addini("shrink_device", "default for --shrink-device", default="auto")
+    parser.addini("shrink_device", "default for --shrink-device (default: auto)", default="auto")
 
 
 def _path(config: pytest.Config, option: str, ini: str) -> Path | None:

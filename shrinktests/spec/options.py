@@ -9,7 +9,6 @@ them with its own option names.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 from shrinktests.accepted import record as accepted
 from shrinktests.run.session import SessionOptions
 from shrinktests.spec.files import SpecError, Suite, load_configs, load_suite, suite_files_beside
+from shrinktests.spec.flags import default_threads
 
 
 class OptionError(ValueError):
@@ -58,16 +58,6 @@ class RunRequest:
     #: processes of this run sharing the machine (pytest-xdist workers); divides the default
     #: thread count
     workers: int = 1
-
-
-def default_threads(workers: int = 1) -> int:
-    """The CPUs shared out among ``workers`` processes, at most 4 and at least 1 each.
-
-    Oversubscribed cores are slow, not just shared: on 2 cores a cold run of four configs
-    took 205 s in one process at 2 threads, 557 s in two workers at 2 threads each (their
-    threads wait on each other's time slices) and 140 s in two workers at one thread each.
-    """
-    return max(1, min(4, (os.cpu_count() or 1) // max(1, workers)))
 
 
 def resolve(request: RunRequest) -> SessionOptions:
