@@ -375,9 +375,9 @@ def test_importing_the_plugin_is_cheap() -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(shrinktests.__file__).parent.parent)
     loaded = run.stdout.split()
-    heavy = [m for m in loaded if m.split(".")[0] in ("numpy", "torch", "transformers", "scipy")]
-    assert heavy == []
-    assert len(loaded) <= 10, loaded
+    # nothing from outside the package (numpy, torch, transformers, ...), a dozen of its own
+    assert [m for m in loaded if m.split(".")[0] != "shrinktests"] == []
+    assert len(loaded) <= 12, loaded
 
 
 def test_the_command_and_the_plugin_take_the_same_options(pytester: pytest.Pytester) -> None:

@@ -1,0 +1,118 @@
+"""From pytest's options and ini keys to the run's session, once per pytest run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from shrinktests.pytest_plugin.stash import error_key, session_key
+
+if TYPE_CHECKING:
+    from shrinktests.run.session import ShrinkSession
+
+
+def _path(config: pytest.Config, option: str, ini: str) -> Path | None:
+    """An option's path relative to the working directory, an ini key's to the rootdir."""
+    value = config.getoption(option) or config.getini(ini)
+    if not value:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else (Path.cwd() / p if config.getoption(option)
+                                      else config.rootpath / p)
+
+
+def run_request(config: pytest.Config) -> Any:
+    from shrinktests.spec.options import RunRequest
+
+    suites = config.getoption("--shrink-suite")
+    ini_suites = config.getini("shrink_suites")
+    return RunRequest(
+        root=config.rootpath,
+        configs=_path(config, "--shrink-configs", "shrink_configs"),
+        suites=tuple(Path(p).resolve() for p in suites) if suites else
+        tuple(config.rootpath / p for p in ini_suites),
+        model=_path(config, "--shrink-model", "shrink_model"),
+        cache=config.getoption("--shrink-cache"),
+        threads=config.getoption("--shrink-threads"),
+        snapshots=_path(config, "--shrink-snapshots", "shrink_snapshots"),
+        reference=config.getoption("shrink_reference"),
+        record=bool(getattr(config.option, "update_snapshots", False)),
+        accept=bool(config.getoption("shrink_accept_failures")),
+        device=config.getoption("--shrink-device") or config.getini("shrink_device") or "auto",
+        workers=workers(config),
+    )
+
+
+def workers(config: pytest.Config) -> int:
+    """How many processes run this session's tests at once: xdist's worker count (on the
+    controller and on each worker alike, so both report the same thread count), else 1."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return int(workerinput.get("workercount", 1))
+    n = getattr(config.option, "numprocesses", None)  # xdist has made "auto" a number
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+def configure(config: pytest.Config) -> None:
+    """Validate the options and files once and keep the run's session in the stash (None
+    when there is no configs file: an error only once a shrinktests test is collected)."""
+    config.addinivalue_line(
+        "markers", "shrinktests: a behavioural test generated from a suite and a config")
+    config.stash[session_key] = None
+    # known noise from torch/bitsandbytes internals, not from the code under test
+    config.addinivalue_line(
+        "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+    from shrinktests.spec.files import SpecError
+    from shrinktests.spec.options import NotConfigured, OptionError, resolve
+
+    if config.getoption("shrink_numerics") == "portable":
+        enter_portable(config)
+    request = run_request(config)
+    if request.accept and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError(
+            "shrinktests: --shrink-accept-failures records each config's outputs, which stay on "
+            "the xdist worker that generated them: record in a single process (without -n)")
+    try:
+        options = resolve(request)
+    except NotConfigured as exc:
+        config.stash[error_key] = f"{exc.problem}: pass --shrink-configs PATH"
+        return
+    except OptionError as exc:
+        raise pytest.UsageError(f"shrinktests: --shrink-{exc.setting} {exc.problem}") from None
+    except SpecError as exc:
+        raise pytest.UsageError(f"shrinktests: {exc}") from None
+    from shrinktests.run.session import ShrinkSession
+
+    session = config.stash[session_key] = ShrinkSession(options)
+    if options.accept and not hasattr(config, "workerinput"):
+        from shrinktests.accepted.record import FOLDER
+        from shrinktests.pytest_plugin.recording import PLUGIN_NAME, AcceptRecorder
+
+        recorder = AcceptRecorder(session, options.snapshot_dir / FOLDER)
+        config.pluginmanager.register(recorder, PLUGIN_NAME)
+
+
+def enter_portable(config: pytest.Config) -> None:
+    """``--shrink-numerics portable``: pinned kernels, one thread (a reduction split over
+    threads adds in another order)."""
+    from shrinktests.run.numerics import enter_portable
+
+    threads = config.getoption("shrink_threads")
+    if threads not in (None, 1):
+        raise pytest.UsageError(f"shrinktests: --shrink-numerics portable runs at one thread, "
+                                f"not --shrink-threads {threads}")
+    try:
+        enter_portable()
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"shrinktests: --shrink-numerics portable: {exc}") from None
+    config.option.shrink_threads = 1
+
+
+def get_session(config: pytest.Config) -> ShrinkSession:
+    session = config.stash.get(session_key, None)
+    if session is None:
+        raise pytest.UsageError(
+            "shrinktests: " + config.stash.get(error_key, "the plugin is not configured"))
+    return session
