@@ -8,11 +8,10 @@ from typing import Any
 from shrinktests.judging.aggregate import PromptOutcome, judge
 from shrinktests.judging.budgets import parse_budget
 from shrinktests.judging.stats import Estimate
+from shrinktests.report.build import config_power, merge_data
 from shrinktests.report.terminal import (
     COLUMNS,
-    config_power,
     format_row,
-    merge_data,
     power_line,
     render,
 )

@@ -109,7 +109,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     shrink = session.config.stash.get(session_key, None)
     if workeroutput is None or shrink is None or not shrink.runs:
         return
-    from shrinktests.report.terminal import summary_data
+    from shrinktests.report.build import summary_data
 
     workeroutput["shrinktests"] = json.dumps(summary_data(shrink))
 

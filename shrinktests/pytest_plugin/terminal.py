@@ -91,7 +91,8 @@ def write_summary(terminalreporter: Any, config: pytest.Config) -> None:
     session = config.stash.get(session_key, None)
     if session is None:
         return
-    from shrinktests.report.terminal import merge_data, render, summary_data
+    from shrinktests.report.build import merge_data, summary_data
+    from shrinktests.report.terminal import render
 
     parts = config.stash.get(worker_data_key, [])
     if parts:

@@ -2,7 +2,7 @@
 
 Plain JSON-able dictionaries because they cross processes (an xdist worker sends its summary
 to the controller as JSON) and are written as ``data.json``; typed so the renderers and the
-merge agree on the keys. Built by :func:`shrinktests.report.terminal.summary_data`.
+merge agree on the keys. Built by :func:`shrinktests.report.build.summary_data`.
 """
 
 from __future__ import annotations
