@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shrinktests.atlas.measure import (
     Atlas,
@@ -34,8 +34,43 @@ from shrinktests.run.cache import atomic_write_text, cache_key
 from shrinktests.run.heap import trim_heap
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
-    from shrinktests.spec.files import Suite
+    from transformers import PreTrainedTokenizerBase
+
+    from shrinktests.run.cache import DiskCache
+    from shrinktests.run.engine import Generation
+    from shrinktests.run.inputs import SessionOptions
+    from shrinktests.run.model import ModelSource
+    from shrinktests.run.progress import PhaseClock, Progress
+    from shrinktests.run.variant import Variant
+    from shrinktests.spec.files import CompressionConfig, ConfigSet, Suite
+
+
+class AtlasHost(Protocol):
+    """What the atlas needs of the run it measures in (a
+    :class:`~shrinktests.run.session.ShrinkSession` is one): the reference model and its
+    generations, the results cache, and where to report progress and time. Nothing else of
+    the session is reachable from here."""
+
+    cache: DiskCache
+    clock: PhaseClock
+    configs: ConfigSet
+    options: SessionOptions
+    progress: Progress
+
+    @property
+    def reference(self) -> CompressionConfig: ...
+
+    @property
+    def source(self) -> ModelSource: ...
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase: ...
+
+    def numerics(self) -> dict[str, str]: ...
+
+    def variant(self, name: str) -> Variant: ...
+
+    def generations(self, name: str, suite: Suite) -> list[Generation]: ...
 
 
 @dataclass(frozen=True)
@@ -55,7 +90,7 @@ class RecipeOutcome:
 class AtlasRun:
     """Lazily measured atlas of one session's reference model."""
 
-    def __init__(self, session: ShrinkSession, settings: AtlasSettings,
+    def __init__(self, session: AtlasHost, settings: AtlasSettings,
                  budgets: tuple[Budget, ...]) -> None:
         self.session = session
         self.settings = settings
