@@ -38,7 +38,7 @@ from shrinktests.run.engine import (
 from shrinktests.run.inputs import Case, RunInputs, SessionOptions
 from shrinktests.run.model import ModelSource
 from shrinktests.run.pool import VariantPool, note_device_memory
-from shrinktests.run.progress import PhaseClock, Progress
+from shrinktests.run.progress import Phase, PhaseClock, Progress
 from shrinktests.run.resources import return_freed_memory
 from shrinktests.run.results import ConfigCrashed, ConfigRun
 from shrinktests.run.stored import StoredReferences, stored_generations
@@ -138,6 +138,16 @@ class ShrinkSession:
     def guard(self, name: str) -> Iterator[None]:
         with self.pool.guard(name):
             yield
+
+    @contextmanager
+    def _step(self, name: str, phase: Phase, doing: str) -> Iterator[None]:
+        """A long step of config ``name``: shown as ``doing``, timed as ``phase``, a crash
+        kept as the config's; what the step freed goes back to the system after it."""
+        self.progress.status(doing)
+        with self.guard(name), self.clock(phase, name):
+            yield
+        self.progress.clear()
+        return_freed_memory()
 
     def release(self, name: str) -> None:
         self.pool.release(name)
@@ -290,17 +300,16 @@ class ShrinkSession:
                 model = self.variant(name).model
                 prompts = self.inputs.prompt_ids(suite)
 
-                def step(rows: int, done: int, most: int) -> None:
-                    self.progress.status(f"{name}: generating {suite.name} ({len(prompts)} "
-                                         f"prompts), step {done}/{most}, {rows} rows running")
+                doing = f"{name}: generating {suite.name} ({len(prompts)} prompts)"
 
-                with self.guard(name), self.clock("generate", name):
+                def step(rows: int, done: int, most: int) -> None:
+                    self.progress.status(f"{doing}, step {done}/{most}, {rows} rows running")
+
+                with self._step(name, "generate", doing):
                     gens, timings = generate(model, self.tokenizer, prompts,
                                              self.settings(suite), on_step=step,
                                              prefixes=prefixes)
-                self.progress.clear()
                 note_device_memory(self.variant(name).stats, self.inputs.device)
-                return_freed_memory()
                 self.generate_calls += 1
                 cached = (gens, timings)
                 self.cache.put("generation", key, cached)
@@ -355,8 +364,7 @@ class ShrinkSession:
                 model = self.variant(name).model
                 doing = f"{name}: teacher-forced scoring of {suite.name} against the live " \
                         "baseline"
-                self.progress.status(doing)
-                with self.clock("teacher-forced", name), self.guard(name):
+                with self._step(name, "teacher-forced", doing):
                     # prompt by prompt, both models in step: one chunk of full-vocabulary
                     # log-probs per model in memory, not the suite's
                     pairs = zip(iter_continuation_logprobs(base_model, pad, prompts, conts),
@@ -366,8 +374,6 @@ class ShrinkSession:
                     for (i, b), (_, c) in pairs:
                         cached.append(teacher_forced(b, c, base[i].token_ids))
                         self.progress.status(f"{doing}, prompt {len(cached)}/{len(prompts)}")
-                self.progress.clear()
-                return_freed_memory()
                 self.cache.put("teacher-forced", key, cached)
             self._tf[mem] = cached
         return self._tf[mem]
@@ -377,17 +383,14 @@ class ShrinkSession:
 
         model = self.variant(name).model
         doing = f"{name}: teacher-forced scoring against the stored reference"
-        self.progress.status(doing)
         n = len(stored.prompts)
-        with self.guard(name), self.clock("teacher-forced", name):
+        with self._step(name, "teacher-forced", doing):
             out = []
             for i, lp in iter_continuation_logprobs(model, self.tokenizer.pad_token_id,
                                                     [p.prompt_ids for p in stored.prompts],
                                                     [p.token_ids for p in stored.prompts]):
                 out.append(teacher_forced_stored(stored.prompts[i], lp))
                 self.progress.status(f"{doing}, prompt {len(out)}/{n}")
-        self.progress.clear()
-        return_freed_memory()
         return out
 
     # ------------------------------------------------------------------ judgements
