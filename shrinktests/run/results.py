@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from shrinktests.run.engine import ZERO_TIMINGS, Timings
 from shrinktests.run.variant import VariantStats
+
+if TYPE_CHECKING:
+    from shrinktests.judging.aggregate import Judgement
+    from shrinktests.judging.checks import Degeneration, Drift
+    from shrinktests.judging.stats import Estimate
 
 
 class ConfigCrashed(RuntimeError):
@@ -20,13 +25,14 @@ class ConfigRun:
 
     stats: VariantStats | None = None
     timings: Timings = ZERO_TIMINGS
-    drift: dict[str, Any] = field(default_factory=dict)  # case id -> checks.Drift
-    degeneration: dict[str, Any] = field(default_factory=dict)
+    #: case id -> its drift and degeneration checks (test_drift, test_degeneration)
+    drift: dict[str, Drift] = field(default_factory=dict)
+    degeneration: dict[str, Degeneration] = field(default_factory=dict)
     constraints: dict[tuple[str, int], bool] = field(default_factory=dict)
     outcomes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     error: str | None = None
     #: aggregate metric -> stats.Estimate, and the judged aggregate budgets (test_aggregate)
-    aggregate: dict[str, Any] = field(default_factory=dict)
-    judgements: list[Any] = field(default_factory=list)
+    aggregate: dict[str, Estimate] = field(default_factory=dict)
+    judgements: list[Judgement] = field(default_factory=list)
     #: timings come from a cached generation (measured in an earlier run)
     cached_timings: bool = False
