@@ -19,6 +19,11 @@ from shrinktests.pytest_plugin.snapshot import render
 from shrinktests.run.engine import Generation
 from shrinktests.run.session import Case, ShrinkSession
 
+#: what ``from shrinktests.suite_tests import *`` gives a suites folder: the tests, not the
+#: ``test_kind`` decorator (pytest would collect it)
+__all__ = ["test_aggregate", "test_atlas", "test_atlas_recipe", "test_baseline_snapshot",
+           "test_constraint", "test_degeneration", "test_drift", "test_throughput"]
+
 
 @test_kind(kinds.SNAPSHOT)
 def test_baseline_snapshot(shrink_session: ShrinkSession, shrink_case: Case,
