@@ -312,10 +312,10 @@ def test_the_default_thread_count_is_shared_among_xdist_workers(
         monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int, threads: int) -> None:
     """The CPUs divided among the workers, at most 4 and at least 1 each: two workers at two threads
     each on two cores ran 2.7x slower than one process (oversubscribed cores wait)."""
-    from shrinktests.spec import options
+    from shrinktests.spec import flags
 
-    monkeypatch.setattr(options.os, "cpu_count", lambda: cpus)
-    assert options.default_threads(workers) == threads
+    monkeypatch.setattr(flags.os, "cpu_count", lambda: cpus)
+    assert flags.default_threads(workers) == threads
 
 
 def _runtime_imports(tree: ast.AST) -> set[str]:
