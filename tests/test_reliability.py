@@ -318,37 +318,29 @@ def test_the_default_thread_count_is_shared_among_xdist_workers(
     assert flags.default_threads(workers) == threads
 
 
-def _runtime_imports(tree: ast.AST) -> set[str]:
-    """Modules a file imports when it runs (``if TYPE_CHECKING:`` blocks left out; imports
-    inside functions count: they run too)."""
+def _imports(tree: ast.AST) -> set[str]:
+    """Modules a file imports: at import time, inside functions (they run too) and for the
+    type checker only (``if TYPE_CHECKING:``: a type a module names is a dependency all the
+    same)."""
     found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for child in node.orelse:
-                visit(child)
-            return
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names)
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(tree)
     return found
 
 
 def test_no_import_cycles_in_the_package() -> None:
-    """Every module depends on the ones below it only: the data flows one way (suites and
-    configs → run → judging → report), and the method registry imports its modules by name."""
+    """Every module depends on the ones below it only, type-only imports counted: the data
+    flows one way, and the method registry imports its modules by name."""
     package = Path(shrinktests.__file__).parent
     modules = {}
     for path in package.rglob("*.py"):
         name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
         modules[name.removesuffix(".__init__")] = path
-    graph = {name: {d for d in _runtime_imports(ast.parse(path.read_text())) if d in modules
+    graph = {name: {d for d in _imports(ast.parse(path.read_text())) if d in modules
                     and d != name} for name, path in modules.items()}
 
     def reaches(start: str, goal: str) -> bool:
