@@ -8,9 +8,30 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from shrinktests.pytest_plugin.stash import error_key, session_key
+from shrinktests.spec.flags import Flag
 
 if TYPE_CHECKING:
     from shrinktests.run.session import ShrinkSession
+
+#: the options only pytest takes (beside the shared ones of :mod:`shrinktests.spec.flags`)
+PLUGIN_FLAGS = (
+    Flag("numerics", "native: the machine's own kernels, as users run them (default); "
+         "portable: every x86-64 CPU with AVX2 runs the same kernels, at one thread (torch's "
+         "AVX2 code, MKL_CBWR=AVX2,STRICT, oneDNN capped at AVX2), for release gates that "
+         "must reproduce bit for bit; slower", "", choices=("native", "portable"),
+         default="native"),
+    Flag("snapshots", "baseline snapshot folder (default: snapshots/ in the rootdir)", "DIR"),
+    Flag("bench", "run the throughput benchmarks (test_throughput) too; also on with "
+         "--benchmark-only/-save/-autosave/-compare/-json", "", switch=True),
+    Flag("reference", "baseline distributions: 'stored' (the top-k file beside the snapshots; "
+         "the baseline model is never loaded), 'live' (run it), 'auto' (stored when the file "
+         "matches this run; default)", "", choices=("auto", "stored", "live"), default="auto"),
+    Flag("report", "write summary.md (for a pull request), index.html (plots) and data.json "
+         "into DIR", "DIR"),
+    Flag("accept-failures", "record the accepted state of each config that ran: its greedy "
+         "outputs and the behaviour tests it fails now (strict xfails later), in "
+         "<snapshots>/accepted/<config>.toml (reviewed like snapshots)", "", switch=True),
+)
 
 
 def _path(config: pytest.Config, option: str, ini: str) -> Path | None:

@@ -23,7 +23,7 @@ from shrinktests.pytest_plugin.collect import (
     mark_items,
     parametrize,
 )
-from shrinktests.pytest_plugin.configure import configure, get_session
+from shrinktests.pytest_plugin.configure import PLUGIN_FLAGS, configure, get_session
 from shrinktests.pytest_plugin.distribute import (  # noqa: F401  # hooks pytest reads from this module
     pytest_cmdline_main,
     pytest_configure_node,
@@ -46,29 +46,8 @@ if TYPE_CHECKING:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("shrinktests", "behavioural regression tests for compressed LLMs")
-    for flag in SHARED:
-        group.addoption(f"--shrink-{flag.name}", default=None, **flag.kwargs())
-    group.addoption("--shrink-numerics", choices=("native", "portable"), default="native",
-                    help="native: the machine's own kernels, as users run them (default); "
-                         "portable: every x86-64 CPU with AVX2 runs the same kernels, at one "
-                         "thread (torch's AVX2 code, MKL_CBWR=AVX2,STRICT, oneDNN capped at "
-                         "AVX2), for release gates that must reproduce bit for bit; slower")
-    group.addoption("--shrink-snapshots", metavar="DIR", default=None,
-                    help="baseline snapshot folder (default: snapshots/ in the rootdir)")
-    group.addoption("--shrink-bench", action="store_true", default=False,
-                    help="run the throughput benchmarks (test_throughput) too; also on with "
-                         "--benchmark-only/-save/-autosave/-compare/-json")
-    group.addoption("--shrink-reference", choices=("auto", "stored", "live"), default="auto",
-                    help="baseline distributions: 'stored' (the top-k file beside the "
-                         "snapshots; the baseline model is never loaded), 'live' (run it), "
-                         "'auto' (stored when the file matches this run; default)")
-    group.addoption("--shrink-report", metavar="DIR", default=None,
-                    help="write summary.md (for a pull request), index.html (plots) and "
-                         "data.json into DIR")
-    group.addoption("--shrink-accept-failures", action="store_true", default=False,
-                    help="record the accepted state of each config that ran: its greedy "
-                         "outputs and the behaviour tests it fails now (strict xfails later), "
-                         "in <snapshots>/accepted/<config>.toml (reviewed like snapshots)")
+    for flag in (*SHARED, *PLUGIN_FLAGS):
+        group.addoption(f"--shrink-{flag.name}", **flag.kwargs())
     parser.addini("shrink_model", "default for --shrink-model", default="")
     parser.addini("shrink_configs", "default for --shrink-configs", default="")
     parser.addini("shrink_suites", "default suite files", type="linelist", default=[])

@@ -47,10 +47,21 @@ class Flag:
     type: Callable[[str], Any] | None = None
     #: may be given several times (a list of values)
     repeat: bool = False
+    #: the values it takes, when they are a few words
+    choices: tuple[str, ...] | None = None
+    #: a switch: no value, on when given
+    switch: bool = False
+    default: Any = None
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``argparse``'s and pytest's ``add_argument``/``addoption``."""
-        out: dict[str, Any] = {"help": self.help, "metavar": self.metavar}
+        if self.switch:
+            return {"help": self.help, "action": "store_true", "default": False}
+        out: dict[str, Any] = {"help": self.help, "default": self.default}
+        if self.choices is not None:
+            out["choices"] = self.choices
+        else:
+            out["metavar"] = self.metavar
         if self.type is not None:
             out["type"] = self.type
         if self.repeat:
