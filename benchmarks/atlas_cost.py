@@ -30,7 +30,7 @@ def main() -> None:
     from shrinktests.judging.metrics import first_divergence
     from shrinktests.run.engine import generate
     from shrinktests.run.model import cache_root
-    from shrinktests.run.session import SessionOptions, ShrinkSession
+    from shrinktests.session.session import SessionOptions, ShrinkSession
     from shrinktests.spec.files import load_configs, load_suite, suite_files_beside
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -5,7 +5,7 @@ stand-in for another machine (1, 2 and 3 threads; torch's AVX2 path; AVX-512 wit
 capped off), a fresh process builds the config's calibrated tensors twice from nothing:
 
 - pinned: the way a run does it, in a child process with pinned numerics
-  (:mod:`shrinktests.compression.portable`);
+  (:mod:`shrinktests.run.portable`);
 - native (``--native``): on the condition's own kernels, as every run did before.
 
 and prints the sha256 of the tensors with the seconds it took. The pinned hashes must agree
@@ -53,10 +53,10 @@ def child(config: str, threads: int, native: bool) -> None:
     """One condition: build the calibrated tensors from nothing and print their hash."""
     import torch
 
-    from shrinktests.compression import portable
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.run import portable
+    from shrinktests.run.options import RunRequest, resolve
     from shrinktests.run.variant import build_variant
-    from shrinktests.spec.options import RunRequest, resolve
+    from shrinktests.session.session import ShrinkSession
 
     torch.set_num_threads(threads)
     session = ShrinkSession(resolve(RunRequest(

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from shrinktests.run.model import cache_root
-    from shrinktests.run.session import SessionOptions, ShrinkSession
+    from shrinktests.session.session import SessionOptions, ShrinkSession
     from shrinktests.spec.files import load_configs, load_suite
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

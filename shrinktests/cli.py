@@ -16,14 +16,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shrinktests.atlas.measure import PARTS, AtlasError, AtlasSettings
+from shrinktests.atlas.measure import AtlasError
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.core.schema import ConfigError
 from shrinktests.spec import flags
+from shrinktests.spec.atlas import PARTS, AtlasSettings
 from shrinktests.spec.files import SpecError
-from shrinktests.spec.schema import ConfigError
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -75,9 +76,9 @@ class UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from shrinktests.run.export import ExportError
+    from shrinktests.run.options import OptionError
     from shrinktests.run.results import ConfigCrashed
-    from shrinktests.spec.options import OptionError
+    from shrinktests.session.export import ExportError
 
     args = _parser().parse_args(argv)
     command = _export if args.command == "export" else _atlas
@@ -115,8 +116,8 @@ def _snapshots(configs_path: Path) -> Path:
 
 
 def _session(args: argparse.Namespace) -> ShrinkSession:
-    from shrinktests.run.session import ShrinkSession
-    from shrinktests.spec.options import RunRequest, resolve
+    from shrinktests.run.options import RunRequest, resolve
+    from shrinktests.session.session import ShrinkSession
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     configs_path = Path(args.configs)
@@ -128,7 +129,7 @@ def _session(args: argparse.Namespace) -> ShrinkSession:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from shrinktests.run.export import export_config
+    from shrinktests.session.export import export_config
 
     session = _session(args)
     if args.config not in session.configs.names():
@@ -150,8 +151,8 @@ def _export(args: argparse.Namespace) -> int:
 def _atlas(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from shrinktests.atlas import report as atlas_report
     from shrinktests.atlas.run import AtlasRun
+    from shrinktests.report import atlas as atlas_report
 
     session = _session(args)
     configs = session.configs

@@ -42,7 +42,6 @@ from shrinktests.atlas.recipe import (
     recipe_step,
     uniform_step,
 )
-from shrinktests.atlas.report import ranges
 from shrinktests.compression.blockwise import BlockwiseQuant, dequantize, quantize
 from shrinktests.compression.context import StepContext
 from shrinktests.compression.quanto import QuantoWeights
@@ -50,6 +49,7 @@ from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope
 from shrinktests.judging.metrics import TeacherForced, first_divergence
 from shrinktests.judging.stats import ranks, spearman
+from shrinktests.report.atlas import ranges
 from shrinktests.spec.files import load_configs
 from tests.conftest import TINY_SUITE, ProjectMaker
 from tests.test_prune import tiny_llama
@@ -524,8 +524,8 @@ def test_a_configs_file_kept_elsewhere_runs_the_project_suites(tmp_path: Path) -
 
 
 def test_the_atlas_renders_as_a_table_a_heatmap_and_a_scatter(tmp_path: Path) -> None:
-    from shrinktests.atlas import report as atlas_report
     from shrinktests.atlas.measure import ranked, to_dict
+    from shrinktests.report import atlas as atlas_report
 
     results = ranked([_result(f"L{i:02d}.{part}", kl, n, mse)
                       for i, (kl, mse) in enumerate([(5.7, 5e-3), (0.2, 1e-2), (0.04, 4e-3)])

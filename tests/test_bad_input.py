@@ -180,6 +180,16 @@ def test_bad_input_is_one_usage_error(pytester: pytest.Pytester, configs: str, s
     assert "Traceback" not in err
 
 
+def test_a_broken_accepted_record_is_one_usage_error(pytester: pytest.Pytester) -> None:
+    """The accepted records are read when the run starts: a broken one names its file and
+    field before any model loads, like a broken configs file."""
+    accepted = pytester.path / "snapshots" / "accepted"
+    accepted.mkdir(parents=True)
+    (accepted / "bf16.toml").write_text('format = 7\nconfig = "bf16"\n')
+    test_bad_input_is_one_usage_error(pytester, CONFIGS, SUITE, LLAMA, (),
+                                      "bf16.toml, field 'format': expected 1, got 7")
+
+
 # --------------------------------------------------------------------------- at load time
 
 
@@ -189,7 +199,7 @@ def test_scope_matching_no_layer_fails_only_that_config(tmp_path: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from shrinktests.run.session import ConfigCrashed, SessionOptions, ShrinkSession
+    from shrinktests.session.session import ConfigCrashed, SessionOptions, ShrinkSession
 
     folder = tmp_path / "tiny-llama"
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,

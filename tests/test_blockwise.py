@@ -30,7 +30,7 @@ from shrinktests.compression.blockwise import (
 from shrinktests.compression.context import StepContext, state_dict_lookup
 from shrinktests.compression.measure import reconstruction_error, tensor_errors
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 fast = settings(max_examples=50, deadline=None)
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shrinktests.core.schema import ConfigError
 from shrinktests.judging.constraints import (
     build_checker,
     extract_code,
@@ -18,7 +19,6 @@ from shrinktests.judging.constraints import (
     sentences,
 )
 from shrinktests.judging.sandbox import run_python
-from shrinktests.spec.schema import ConfigError
 
 fast = settings(max_examples=40, deadline=None)
 

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shrinktests.core.generation import Generation
 from shrinktests.judging.budgets import parse_budget
 from shrinktests.judging.checks import degeneration, new_modes
 from shrinktests.judging.degeneration import (
@@ -20,7 +21,6 @@ from shrinktests.judging.degeneration import (
     truncated,
     word_repetition_ratio,
 )
-from shrinktests.run.engine import Generation
 
 tokens = st.lists(st.integers(0, 30), max_size=60)
 fast = settings(max_examples=60, deadline=None)

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shrinktests.core.generation import Generation
 from shrinktests.run.engine import (
     DecodingSettings,
-    Generation,
     generate,
     generate_reference,
     render_prompt,

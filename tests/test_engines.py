@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shrinktests.run.engine_split import EngineGroup, engine_groups
+from shrinktests.session.engine_split import EngineGroup, engine_groups
 from shrinktests.spec.files import load_configs
 from tests.conftest import ProjectMaker
 

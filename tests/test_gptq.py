@@ -21,8 +21,8 @@ from shrinktests.compression import gptq
 from shrinktests.compression.context import StepContext, state_dict_lookup
 from shrinktests.compression.gptq import packed_bytes, read_samples
 from shrinktests.compression.registry import build_method
+from shrinktests.core.schema import ConfigError
 from shrinktests.spec.files import SpecError, load_configs
-from shrinktests.spec.schema import ConfigError
 from tests.test_prune import tiny_llama
 
 ROOT = Path(__file__).resolve().parent.parent

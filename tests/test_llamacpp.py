@@ -19,7 +19,7 @@ from shrinktests.compression.llamacpp import dequantize_only_types, quantizable_
 from shrinktests.compression.measure import model_bytes
 from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 from tests.test_prune import tiny_llama
 
 #: the types the method is asked to write (the package's quantizers, as of gguf 0.19)

@@ -11,8 +11,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shrinktests.core.heap import mapped_ranges
 from shrinktests.run.engine import LOGIT_BYTES, logit_chunks
-from shrinktests.run.heap import mapped_ranges
 from shrinktests.run.model import ModelSource, folder_dtype, load_model
 from shrinktests.run.variant import build_variant, unquantized_to
 from shrinktests.spec.files import load_configs

@@ -23,7 +23,7 @@ from shrinktests.compression.measure import (
 from shrinktests.compression.mixed import MixedPrecision
 from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope, parse_layers
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 from tests.test_prune import tiny_llama
 
 

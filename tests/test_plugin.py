@@ -242,7 +242,7 @@ def test_xdist_distributes_whole_configs_and_merges_one_summary(
     with a row per config, built from both workers' data; each worker takes its share of
     the default threads (the single run is given the same count, so the numerics match); the
     workers' statuses reach the controller's output."""
-    from shrinktests.spec.options import default_threads
+    from shrinktests.run.options import default_threads
 
     share = default_threads(workers=2)
     p = shrink_project()

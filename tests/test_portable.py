@@ -1,4 +1,4 @@
-"""Calibrated steps computed once under pinned numerics (shrinktests.compression.portable)."""
+"""Calibrated steps computed once under pinned numerics (shrinktests.run.portable)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from shrinktests.compression import portable
+from shrinktests.run import portable
 from shrinktests.run.model import ModelSource
 from shrinktests.run.variant import build_variant
 from shrinktests.spec.files import load_configs
@@ -117,7 +117,7 @@ def test_the_child_ignores_the_callers_threads_and_kernels_and_the_run_takes_its
 PARENT = """
 import os, signal, subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "import sys, time; "
-                          "from shrinktests.compression.portable import _die_with_parent; "
+                          "from shrinktests.run.portable import _die_with_parent; "
                           f"_die_with_parent({os.getpid()}); print('armed', flush=True); "
                           "time.sleep(60)"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                          text=True)

@@ -11,7 +11,7 @@ from shrinktests.compression.measure import tensor_errors
 from shrinktests.compression.prune import DropLayers, MagnitudePrune, magnitude_mask
 from shrinktests.compression.registry import build_method
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 
 def tiny_llama(layers: int = 6) -> LlamaForCausalLM:

@@ -332,16 +332,52 @@ def _imports(tree: ast.AST) -> set[str]:
     return found
 
 
-def test_no_import_cycles_in_the_package() -> None:
-    """Every module depends on the ones below it only, type-only imports counted: the data
-    flows one way, and the method registry imports its modules by name."""
+#: the package's layers, bottom first: a module imports from its own layer and the ones below
+#: it only (the README's "Where things live" table follows this order)
+LAYERS = (
+    ("shrinktests", "core"),  # the version; the schema, the generation record, the heap
+    ("compression", "judging"),  # methods; checks and statistics over generations
+    ("spec",),  # suites and configs files, validated against the methods and checks
+    ("run",),  # options, models, variants, the engine, the cache, the stored reference
+    ("accepted",),  # each config's accepted record and its replay
+    ("atlas",),  # the sensitivity atlas
+    ("session",),  # the run as one object
+    ("report",),  # the summary's data and its renderings
+    ("pytest_plugin", "cli"),  # the two front ends
+    ("suite_tests", "__main__"),  # what users' suites and ``python -m`` import
+)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Each of the package's modules and the package modules it imports, type-only counted."""
     package = Path(shrinktests.__file__).parent
     modules = {}
     for path in package.rglob("*.py"):
         name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
         modules[name.removesuffix(".__init__")] = path
-    graph = {name: {d for d in _imports(ast.parse(path.read_text())) if d in modules
-                    and d != name} for name, path in modules.items()}
+    return {name: {d for d in _imports(ast.parse(path.read_text())) if d in modules
+                   and d != name} for name, path in modules.items()}
+
+
+def test_packages_import_only_the_layers_below_them() -> None:
+    """The layer order is a test: a dependency that points up (the session built by the run
+    layer, the input layer reading the atlas) fails here with the import that does it."""
+    rank = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+
+    def layer(module: str) -> str:
+        return module.split(".")[1] if "." in module else module
+
+    graph = _module_graph()
+    assert {layer(m) for m in graph} == set(rank), "place the new package in LAYERS"
+    upward = sorted(f"{a} -> {b}" for a, deps in graph.items() for b in deps
+                    if rank[layer(b)] > rank[layer(a)])
+    assert upward == []
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    """Every module depends on the ones below it only, type-only imports counted: the data
+    flows one way, and the method registry imports its modules by name."""
+    graph = _module_graph()
 
     def reaches(start: str, goal: str) -> bool:
         seen, todo = set(), [start]

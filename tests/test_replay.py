@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from shrinktests.accepted.record import AcceptedOutput
 from shrinktests.accepted.replay import replay
+from shrinktests.core.generation import Generation
 from shrinktests.judging.metrics import first_divergence
-from shrinktests.run.engine import Generation
 
 EPS = 0.02
 

@@ -13,8 +13,9 @@ import pytest
 
 from shrinktests.accepted.record import AcceptedOutput, AcceptedRecord, prompt_key
 from shrinktests.accepted.state import AcceptedState
+from shrinktests.core.generation import Generation
 from shrinktests.run.cache import DiskCache
-from shrinktests.run.engine import DecodingSettings, Generation
+from shrinktests.run.engine import DecodingSettings
 from shrinktests.run.inputs import SessionOptions
 from shrinktests.run.pool import VariantPool
 from shrinktests.run.results import ConfigCrashed, ConfigRun
@@ -82,12 +83,10 @@ def _gen(ids: tuple[int, ...], margin: float = 0.5) -> Generation:
                       top_ids=np.zeros((len(ids), 2), dtype=np.int64), top_logprobs=p)
 
 
-def _options(tmp_path: Path, accepted: dict[str, AcceptedRecord] | None = None,
-             **kw: Any) -> SessionOptions:
+def _options(tmp_path: Path, **kw: Any) -> SessionOptions:
     configs, suite = _files(tmp_path)
     return SessionOptions(model=None, configs=configs, suites=(suite,), cache_dir=None,
-                          threads=1, snapshot_dir=tmp_path / "snapshots",
-                          accepted=accepted or {}, **kw)
+                          threads=1, snapshot_dir=tmp_path / "snapshots", **kw)
 
 
 def _record(configs: ConfigSet, suite: Suite, fingerprint: str | None = None) -> AcceptedRecord:
@@ -102,9 +101,9 @@ def _record(configs: ConfigSet, suite: Suite, fingerprint: str | None = None) ->
 
 def test_accepted_state_replays_a_near_tie_and_keeps_a_real_change(tmp_path: Path) -> None:
     configs, suite = _files(tmp_path)
-    options = _options(tmp_path, {"q": _record(configs, suite)})
     assert suite.chat_template  # the key above assumes the default
-    state = AcceptedState(StubInputs(options))  # type: ignore[arg-type]
+    state = AcceptedState(StubInputs(_options(tmp_path)),  # type: ignore[arg-type]
+                          {"q": _record(configs, suite)})
     live = [_gen((5, 9, 9), margin=0.5), _gen((5, 8, 8), margin=0.5)]
     judged = state.judge("q", suite, live)
     # a: the accepted output had a 0.01 margin at step 1, so the flip is this machine's
@@ -116,8 +115,8 @@ def test_accepted_state_replays_a_near_tie_and_keeps_a_real_change(tmp_path: Pat
 
 def test_accepted_state_does_not_apply_a_record_made_for_another_config(tmp_path: Path) -> None:
     configs, suite = _files(tmp_path)
-    options = _options(tmp_path, {"q": _record(configs, suite, fingerprint="other")})
-    state = AcceptedState(StubInputs(options))  # type: ignore[arg-type]
+    state = AcceptedState(StubInputs(_options(tmp_path)),  # type: ignore[arg-type]
+                          {"q": _record(configs, suite, fingerprint="other")})
     assert state.record("q") is None and state.failures("q") == {}
     assert "recorded for another config" in state.stale_records["q"]
     judged = state.judge("q", suite, [_gen((5, 9)), _gen((5, 9))])
@@ -130,15 +129,15 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
     model, so its outputs are judged live and its per-prompt checks are advisory."""
     from dataclasses import replace
 
-    from shrinktests.compression.portable import machine_key
     from shrinktests.pytest_plugin import expectations
+    from shrinktests.run.portable import machine_key
 
     configs, suite = _files(tmp_path)
     here = _record(configs, suite)
     for cpu, foreign in ((None, False), (machine_key("cpu"), False),
                          ("x86_64 AVX2 avx2 fma", True)):
-        state = AcceptedState(StubInputs(_options(
-            tmp_path, {"q": replace(here, cpu=cpu)})))  # type: ignore[arg-type]
+        state = AcceptedState(StubInputs(_options(tmp_path)),  # type: ignore[arg-type]
+                              {"q": replace(here, cpu=cpu)})
         why = state.foreign_cpu("q")
         assert (why is not None) == foreign
         judged = state.judge("q", suite, [_gen((5, 9, 9)), _gen((5, 8, 8))])
@@ -191,7 +190,7 @@ def test_freed_heap_memory_goes_back_to_the_system() -> None:
     """Blocks freed between blocks still alive stay in the C heap (resident) until trimmed:
     the way freed tensors piled up over a run of configs. After return_freed_memory they
     are given back."""
-    from shrinktests.run.heap import _malloc_trim
+    from shrinktests.core.heap import _malloc_trim
     from shrinktests.run.resources import return_freed_memory
 
     if _malloc_trim() is None:

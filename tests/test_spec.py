@@ -27,6 +27,7 @@ from shrinktests.compression.dtype import DtypeCast
 from shrinktests.compression.lowrank import LowRankCorrection
 from shrinktests.compression.registry import known_methods
 from shrinktests.compression.scope import Scope
+from shrinktests.core.schema import ConfigError
 from shrinktests.judging.budgets import (
     METRICS,
     Budget,
@@ -46,7 +47,6 @@ from shrinktests.judging.constraints import (
     known_checkers,
 )
 from shrinktests.spec.files import ConfigSet, SpecError, Suite, load_configs, load_suite
-from shrinktests.spec.schema import ConfigError
 from tests.conftest import load_or_spec_error
 
 SUITES = Path(__file__).resolve().parent.parent / "suites"

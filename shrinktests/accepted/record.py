@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from shrinktests.core.generation import Generation
 from shrinktests.run.cache import atomic_write_text
-from shrinktests.run.engine import Generation
 from shrinktests.spec.files import SpecError
 
 FORMAT = 1

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shrinktests.accepted.record import AcceptedOutput
+from shrinktests.core.generation import Generation
 from shrinktests.judging.metrics import first_divergence
-from shrinktests.run.engine import Generation
 
 ReplayKind = Literal["unrecorded", "same", "machine", "changed"]
 

@@ -11,18 +11,30 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from shrinktests.accepted.record import AcceptedOutput, AcceptedRecord, low_margins, prompt_key
+from shrinktests.accepted.record import (
+    FOLDER,
+    AcceptedOutput,
+    AcceptedRecord,
+    load_folder,
+    low_margins,
+    prompt_key,
+)
 from shrinktests.accepted.replay import Replay, replay
-from shrinktests.compression.portable import machine_key, weights_key
-from shrinktests.run.engine import Generation
+from shrinktests.core.generation import Generation
 from shrinktests.run.inputs import Case, RunInputs
+from shrinktests.run.portable import machine_key, weights_key
 from shrinktests.spec.files import Suite
 
 
 class AcceptedState:
-    def __init__(self, inputs: RunInputs) -> None:
+    def __init__(self, inputs: RunInputs,
+                 records: Mapping[str, AcceptedRecord] | None = None) -> None:
         self.inputs = inputs
         self.options = inputs.options
+        #: every config's accepted record as stored (``snapshots/accepted/``), read and
+        #: validated when the run starts: a broken file is an error before any model loads
+        self.records = (load_folder(self.options.snapshot_dir / FOLDER) if records is None
+                        else records)
         self._records: dict[str, AcceptedRecord | None] = {}
         #: how each (config, case id) related to its accepted output
         self.replays: dict[str, dict[str, Replay]] = defaultdict(dict)
@@ -40,7 +52,7 @@ class AcceptedState:
         """The config's accepted record when it holds for this model and config; a stale one
         is noted in :attr:`stale_records` and not applied."""
         if name not in self._records:
-            record = self.options.accepted.get(name)
+            record = self.records.get(name)
             if record is not None and not self.options.accept:
                 source = self.inputs.source
                 reason = record.stale_reason(source.fingerprint, source.label,
@@ -54,7 +66,7 @@ class AcceptedState:
 
     def foreign_cpu(self, name: str) -> str | None:
         """Why the config's per-prompt verdicts cannot be replayed here, or None: its record
-        holds for another machine (:func:`~shrinktests.compression.portable.weights_key`:
+        holds for another machine (:func:`~shrinktests.run.portable.weights_key`:
         weights calibrated on another one where they are not pinned, or another family of
         int8 kernels). The config is then another model here, not the recorded one at a
         near-tie: its outputs are judged live, its per-prompt checks are advisory (non-strict

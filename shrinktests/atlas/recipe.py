@@ -23,9 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from shrinktests.atlas.measure import PARTS, ScopeResult, parse_scope_id
+from shrinktests.atlas.measure import ScopeResult, parse_scope_id
 from shrinktests.compression.blockwise import BlockwiseQuant
 from shrinktests.compression.scope import Scope
+from shrinktests.spec.atlas import PARTS
 from shrinktests.spec.files import ConfigSet
 
 #: bits of one float16 scale, stored once per block by the blockwise quantizer

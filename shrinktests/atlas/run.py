@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shrinktests.atlas.measure import (
     Atlas,
     AtlasError,
-    AtlasSettings,
     ConfigResult,
     Probe,
     ScopeResult,
@@ -28,16 +27,17 @@ from shrinktests.atlas.measure import (
     ranked,
     to_dict,
 )
+from shrinktests.core.heap import trim_heap
 from shrinktests.judging.budgets import Budget
 from shrinktests.judging.stats import spearman
 from shrinktests.run.cache import atomic_write_text, cache_key
-from shrinktests.run.heap import trim_heap
+from shrinktests.spec.atlas import AtlasSettings
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+    from shrinktests.core.generation import Generation
     from shrinktests.run.cache import DiskCache
-    from shrinktests.run.engine import Generation
     from shrinktests.run.inputs import SessionOptions
     from shrinktests.run.model import ModelSource
     from shrinktests.run.progress import PhaseClock, Progress
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 class AtlasHost(Protocol):
     """What the atlas needs of the run it measures in (a
-    :class:`~shrinktests.run.session.ShrinkSession` is one): the reference model and its
+    :class:`~shrinktests.session.session.ShrinkSession` is one): the reference model and its
     generations, the results cache, and where to report progress and time. Nothing else of
     the session is reachable from here."""
 

@@ -3,7 +3,7 @@
 from shrinktests.compression.base import Method, MethodUnavailable, TensorError
 from shrinktests.compression.registry import build_method, known_methods, register
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 __all__ = [
     "ConfigError",

@@ -2,7 +2,7 @@
 
 A method is a frozen dataclass: its fields *are* its parameters, so the configs file is
 validated against the field types (unknown keys name the nearest known one, see
-:mod:`shrinktests.spec.schema`) and the canonical parameters feed the config fingerprint. A method
+:mod:`shrinktests.core.schema`) and the canonical parameters feed the config fingerprint. A method
 may contribute ``from_pretrained`` keyword arguments (load-time quantizers such as
 bitsandbytes) and/or transform a loaded model in place.
 
@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -82,7 +82,7 @@ class Method(ABC):
     def quantizes_activations(self) -> bool:
         """Whether its kernels round activations to integers on every forward pass: another
         family of int8 kernels (AVX2 against AVX-512 VNNI or AMX) then computes another model,
-        not the recorded one at a near-tie (see :func:`shrinktests.compression.portable.
+        not the recorded one at a near-tie (see :func:`shrinktests.run.portable.
         weights_key`)."""
         return False
 

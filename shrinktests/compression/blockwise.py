@@ -20,7 +20,7 @@ import numpy.typing as npt
 from shrinktests.compression.base import ScopedMethod
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -43,7 +43,7 @@ class StepContext:
     #: where the model is: originals are read from disk (CPU) and moved there
     device: str = "cpu"
     #: tensors the calibrated steps computed under pinned numerics (see
-    #: :mod:`shrinktests.compression.portable`), by :meth:`key`: a step that finds all of
+    #: :mod:`shrinktests.run.portable`), by :meth:`key`: a step that finds all of
     #: its keys here takes them instead of computing them on this machine
     pinned: Mapping[str, torch.Tensor] = field(default_factory=dict)
     #: where calibrated steps put what they computed, when the pinned child process asks

@@ -23,7 +23,7 @@ a quarter of the 4-bit model's greedy answers changed at clear margins. So the w
 says: the result is bitwise the same at every thread count. Another CPU's kernels (AVX2,
 AVX-512, AMX) still round the forward passes differently, and no arithmetic makes a
 discontinuous function of them exact: on x86-64 the pass runs in a child process with pinned
-numerics instead (:mod:`shrinktests.compression.portable`), so every such CPU gets the same
+numerics instead (:mod:`shrinktests.run.portable`), so every such CPU gets the same
 weights; elsewhere (``cpu_dependent``) the config's accepted record names the machine.
 
 Calibration: the selected suites' prompts by default (they then join the cache key), or
@@ -57,7 +57,7 @@ from shrinktests.compression.layerwise import (
 )
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -227,7 +227,7 @@ class Gptq(ScopedMethod):
             raise ConfigError("calibration", "GPTQ needs calibration prompts: select a suite "
                               "or give calibration = \"file.txt\"")
         pinned = ctx.take_pinned([f"{name}.gptq" for name, _ in modules])
-        if pinned is not None:  # rounded once under pinned numerics (compression.portable)
+        if pinned is not None:  # rounded once under pinned numerics (run.portable)
             for (_, module), weight in zip(modules, pinned, strict=True):
                 module.weight.data = weight.to(module.weight.device, module.weight.dtype)
         else:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shrinktests.compression.base import ScopedMethod
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError, nearest_name
+from shrinktests.core.schema import ConfigError, nearest_name
 
 if TYPE_CHECKING:
     import numpy as np

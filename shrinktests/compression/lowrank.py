@@ -29,8 +29,8 @@ from shrinktests.compression.layerwise import (
 from shrinktests.compression.measure import effective_weight, keep_bnb_layout
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.run.heap import trim_heap
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.heap import trim_heap
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -174,7 +174,7 @@ class LowRankCorrection(ScopedMethod):
         calibrated = self.activation_aware and bool(ctx.calibration)
         found = ctx.take_pinned([f"{name}.eora.{part}" for name, _ in modules
                                  for part in ("up", "down")])
-        # factors computed once under pinned numerics (compression.portable) need no inputs
+        # factors computed once under pinned numerics (run.portable) need no inputs
         pinned = None if found is None else {
             name: (found[2 * i], found[2 * i + 1]) for i, (name, _) in enumerate(modules)}
         groups: Iterable[tuple[list[tuple[str, torch.nn.Linear]], CalibrationInputs | None]] = (

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.measure import linear_like, storage_bytes
 from shrinktests.compression.registry import register
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from shrinktests.compression.base import Method, ScopedMethod
 from shrinktests.compression.registry import register
 from shrinktests.compression.scope import Scope
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

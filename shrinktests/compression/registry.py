@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shrinktests.compression.base import Method
-from shrinktests.spec.schema import NESTED_BUILDERS, ConfigError, coerce_dataclass, nearest_name
+from shrinktests.core.schema import NESTED_BUILDERS, ConfigError, coerce_dataclass, nearest_name
 
 #: the modules under shrinktests.compression that define built-in methods
 BUILTIN_MODULES = ("ao", "blockwise", "bnb", "dtype", "gptq", "llamacpp", "lowrank", "mixed",

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from shrinktests.spec.schema import ConfigError
+from shrinktests.core.schema import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -10,6 +10,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from shrinktests.core.generation import Generation
 from shrinktests.judging.budgets import (
     DEGENERATION_METRICS,
     DRIFT_METRICS,
@@ -24,7 +25,6 @@ from shrinktests.judging.metrics import (
     is_near_tie,
     token_agreement,
 )
-from shrinktests.run.engine import Generation
 
 
 @dataclass(frozen=True)

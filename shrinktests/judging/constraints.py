@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from shrinktests.spec.schema import ConfigError, coerce_dataclass, nearest_name
+from shrinktests.core.schema import ConfigError, coerce_dataclass, nearest_name
 
 
 @dataclass(frozen=True)

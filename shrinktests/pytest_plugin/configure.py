@@ -11,7 +11,7 @@ from shrinktests.pytest_plugin.stash import error_key, session_key
 from shrinktests.spec.flags import Flag
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 #: the options only pytest takes (beside the shared ones of :mod:`shrinktests.spec.flags`)
 PLUGIN_FLAGS = (
@@ -45,7 +45,7 @@ def _path(config: pytest.Config, option: str, ini: str) -> Path | None:
 
 
 def run_request(config: pytest.Config) -> Any:
-    from shrinktests.spec.options import RunRequest
+    from shrinktests.run.options import RunRequest
 
     suites = config.getoption("--shrink-suite")
     ini_suites = config.getini("shrink_suites")
@@ -85,8 +85,8 @@ def configure(config: pytest.Config) -> None:
     # known noise from torch/bitsandbytes internals, not from the code under test
     config.addinivalue_line(
         "filterwarnings", "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+    from shrinktests.run.options import NotConfigured, OptionError, resolve
     from shrinktests.spec.files import SpecError
-    from shrinktests.spec.options import NotConfigured, OptionError, resolve
 
     if config.getoption("shrink_numerics") == "portable":
         enter_portable(config)
@@ -97,6 +97,9 @@ def configure(config: pytest.Config) -> None:
             "the xdist worker that generated them: record in a single process (without -n)")
     try:
         options = resolve(request)
+        from shrinktests.session.session import ShrinkSession
+
+        session = ShrinkSession(options)  # reads the accepted records: a bad one is an error
     except NotConfigured as exc:
         config.stash[error_key] = f"{exc.problem}: pass --shrink-configs PATH"
         return
@@ -104,9 +107,7 @@ def configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"shrinktests: --shrink-{exc.setting} {exc.problem}") from None
     except SpecError as exc:
         raise pytest.UsageError(f"shrinktests: {exc}") from None
-    from shrinktests.run.session import ShrinkSession
-
-    session = config.stash[session_key] = ShrinkSession(options)
+    config.stash[session_key] = session
     if options.accept and not hasattr(config, "workerinput"):
         from shrinktests.accepted.record import FOLDER
         from shrinktests.pytest_plugin.recording import PLUGIN_NAME, AcceptRecorder

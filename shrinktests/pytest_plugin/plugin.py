@@ -6,7 +6,7 @@ session; suites and configs validated once, a bad file is a usage error, exit co
 status line, summary and report files), ``distribute`` (xdist) and ``recording`` (accept
 mode); the options are defined once in :mod:`shrinktests.spec.flags`, shared with the
 ``python -m shrinktests`` command. Everything else is the
-:class:`~shrinktests.run.session.ShrinkSession` kept in ``config.stash``. Importing this module
+:class:`~shrinktests.session.session.ShrinkSession` kept in ``config.stash``. Importing this module
 is cheap: numpy, torch and transformers load only when a figure or a model is needed.
 """
 
@@ -41,7 +41,7 @@ from shrinktests.pytest_plugin.terminal import (
 from shrinktests.spec.flags import SHARED
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

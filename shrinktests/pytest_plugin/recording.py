@@ -16,7 +16,7 @@ import pytest
 from shrinktests.pytest_plugin.expectations import RECORDING
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 PLUGIN_NAME = "shrinktests-accept"
 
@@ -51,7 +51,7 @@ class AcceptRecorder:
                 continue
             if not any(n == name for n, _ in s.generated()):
                 continue  # skipped or crashed before generating: keep what was recorded
-            record = merged(s.options.accepted.get(name), s.new_record(name, below),
+            record = merged(s.accepted.records.get(name), s.new_record(name, below),
                             self.ran[name], self.failing.get(name, {}))
             self.written.append(save(self.folder, record))
             self.failures += len(record.failures)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from syrupy.data import SnapshotCollection
     from syrupy.location import PyTestLocation
 
-    from shrinktests.run.engine import Generation
+    from shrinktests.core.generation import Generation
     from shrinktests.spec.files import CompressionConfig
 
 UPDATE_HINT = "pytest suites/ --snapshot-update"

@@ -12,7 +12,7 @@ import pytest
 if TYPE_CHECKING:
     from shrinktests.pytest_plugin.progress_line import WorkerRelay
     from shrinktests.report.data import SummaryData
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 #: the run's session; None when the plugin found no configs file
 session_key: pytest.StashKey[ShrinkSession | None] = pytest.StashKey()

@@ -12,12 +12,12 @@ from typing import Any, NoReturn
 
 import pytest
 
+from shrinktests.core.generation import Generation
 from shrinktests.judging import checks
 from shrinktests.pytest_plugin import kinds
 from shrinktests.pytest_plugin.kinds import test_kind
 from shrinktests.pytest_plugin.snapshot import render
-from shrinktests.run.engine import Generation
-from shrinktests.run.session import Case, ShrinkSession
+from shrinktests.session.session import Case, ShrinkSession
 
 #: what ``from shrinktests.suite_tests import *`` gives a suites folder: the tests, not the
 #: ``test_kind`` decorator (pytest would collect it)

@@ -13,7 +13,7 @@ from shrinktests.pytest_plugin.distribute import PROGRESS_INPUT
 from shrinktests.pytest_plugin.stash import session_key, worker_data_key
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 #: the embedded model's conversion has been announced (or needs no announcement)
 announced_key = pytest.StashKey[bool]()
@@ -29,16 +29,16 @@ def header_lines(config: pytest.Config) -> list[str] | None:
     from shrinktests.accepted.record import FOLDER, LEGACY_FILE
     from shrinktests.run.numerics import describe
 
-    o = session.options
+    o, accepted = session.options, session.accepted.records
     lines = [
         f"shrinktests: configs {o.configs.path.name} ({', '.join(o.configs.names())}), "
         f"reference {o.configs.reference}",
         f"shrinktests: suites {', '.join(s.name for s in o.suites)}; model "
         f"{o.model or 'embedded SmolLM2-135M-Instruct'}; cache {o.cache_dir or 'off'}",
         f"shrinktests: numerics {describe(o.threads, o.device)}; accepted outputs of "
-        f"{len(o.accepted)} configs in {o.snapshot_dir / FOLDER}",
+        f"{len(accepted)} configs in {o.snapshot_dir / FOLDER}",
     ]
-    if other := sorted(set(o.accepted) - set(o.configs.names())):
+    if other := sorted(set(accepted) - set(o.configs.names())):
         lines.append(f"shrinktests: {FOLDER}/ also holds {', '.join(other)}, not in "
                      f"{o.configs.path.name} (ignored)")
     if (o.snapshot_dir / LEGACY_FILE).exists():

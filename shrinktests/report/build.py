@@ -13,11 +13,11 @@ from shrinktests.judging.checks import Degeneration, median
 from shrinktests.judging.stats import POWER, significant
 from shrinktests.report.data import ConfigMetrics, Example, Power, SummaryData
 from shrinktests.report.terminal import EXAMPLES, describe_details, output_stats
-from shrinktests.run.engine_split import split_rows
 from shrinktests.run.numerics import describe as describe_numerics
+from shrinktests.session.engine_split import split_rows
 
 if TYPE_CHECKING:
-    from shrinktests.run.session import ConfigRun, ShrinkSession
+    from shrinktests.session.session import ConfigRun, ShrinkSession
 
 
 def _verdict(run: ConfigRun, expect: str) -> str:

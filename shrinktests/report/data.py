@@ -102,7 +102,7 @@ class SummaryData(TypedDict):
     #: per config with aggregates: minimum detectable effects and two-way flips (absent from
     #: data written before they were reported; read with ``.get("power", {})``)
     power: NotRequired[dict[str, Power]]
-    #: which engine moved what, per llama.cpp config (:mod:`shrinktests.run.engine_split`)
+    #: which engine moved what, per llama.cpp config (:mod:`shrinktests.session.engine_split`)
     engines: list[dict[str, Any]]
     judgements: list[str]
     reference: list[str]

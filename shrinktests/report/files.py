@@ -11,7 +11,7 @@ import json
 from html import escape
 from pathlib import Path
 
-from shrinktests.atlas import report as atlas_report
+from shrinktests.report import atlas as atlas_report
 from shrinktests.report import svg
 from shrinktests.report.data import ConfigMetrics, Example, SummaryData
 from shrinktests.report.terminal import (

@@ -241,7 +241,7 @@ def _bits(m: ConfigMetrics) -> float | None:
 
 def render(data: SummaryData) -> list[str]:
     """The terminal summary: the table (under 120 columns), legends, per-config lines."""
-    from shrinktests.atlas import report as atlas_report
+    from shrinktests.report import atlas as atlas_report
 
     atlas = atlas_report.render(a) if (a := data["atlas"]) else []
     rows = [format_row(m) for m in data["configs"].values()]

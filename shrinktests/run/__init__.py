@@ -1,2 +1,3 @@
-"""Running a config: model sources, compressed variants, greedy generation and teacher-forced
-scoring, the results cache and the stored reference, held together by the session."""
+"""Running a config: the options of a run, model sources, compressed variants (built under
+pinned numerics where a CPU would round them differently), greedy generation and
+teacher-forced scoring, the results cache and the stored reference."""

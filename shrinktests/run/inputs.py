@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,11 +33,8 @@ from shrinktests.run.numerics import numerics
 from shrinktests.spec.files import ConfigSet, Prompt, Suite
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
 
     from transformers import PreTrainedTokenizerBase
-
-    from shrinktests.accepted.record import AcceptedRecord
 
 
 @dataclass(frozen=True)
@@ -53,8 +50,6 @@ class SessionOptions:
     reference: str = "auto"
     #: --snapshot-update: record the baseline live and write the stored reference
     record: bool = False
-    #: the accepted state of each config (snapshots/accepted/), replayed unless ``accept``
-    accepted: Mapping[str, AcceptedRecord] = field(default_factory=dict)
     #: --shrink-accept-failures: judge this machine's outputs as they are, to record them
     accept: bool = False
     #: where models run: "auto" (CUDA when there is one), "cpu", "cuda" or "cuda:N"

@@ -35,7 +35,8 @@ from shrinktests.compression.base import MethodUnavailable
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from shrinktests.run.engine import DecodingSettings, Generation, Timings
+    from shrinktests.core.generation import Generation
+    from shrinktests.run.engine import DecodingSettings, Timings
     from shrinktests.run.model import ModelSource
     from shrinktests.run.variant import Variant
     from shrinktests.spec.files import CompressionConfig
@@ -107,7 +108,8 @@ class LlamaCppModel(torch.nn.Module):
                  settings: DecodingSettings, stop: set[int], on_step: StepCallback | None = None,
                  ) -> tuple[list[Generation], Timings]:
         """Greedy continuations, one prompt after the other, with each step's top-k."""
-        from shrinktests.run.engine import Generation, Timings
+        from shrinktests.core.generation import Generation
+        from shrinktests.run.engine import Timings
 
         stop_t = torch.tensor(sorted(stop), dtype=torch.long)
         k = min(settings.top_k, self.n_vocab)

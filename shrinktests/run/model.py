@@ -294,7 +294,7 @@ def own_memory(model: torch.nn.Module, folder: Path) -> None:
     """
     import torch
 
-    from shrinktests.run.heap import drop_mapped_pages, mapped_ranges
+    from shrinktests.core.heap import drop_mapped_pages, mapped_ranges
 
     ranges = mapped_ranges(folder.resolve())
     if not ranges:

@@ -12,8 +12,8 @@ from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import NoReturn
 
-from shrinktests.compression import portable
 from shrinktests.compression.base import MethodUnavailable
+from shrinktests.run import portable
 from shrinktests.run.cache import DiskCache
 from shrinktests.run.inputs import RunInputs
 from shrinktests.run.model import cache_root, stored_param_count

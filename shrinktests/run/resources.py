@@ -75,7 +75,7 @@ def return_freed_memory() -> bool:
     """
     import gc
 
-    from shrinktests.run.heap import trim_heap
+    from shrinktests.core.heap import trim_heap
 
     gc.collect()
     return trim_heap()

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from shrinktests.core.generation import Generation
 from shrinktests.run.cache import cache_key
-from shrinktests.run.engine import Generation, iter_continuation_logprobs
+from shrinktests.run.engine import iter_continuation_logprobs
 from shrinktests.run.inputs import RunInputs
 from shrinktests.run.progress import Progress
 from shrinktests.spec.files import Suite

@@ -79,7 +79,7 @@ def build_variant(
     the end, against the source's own weights, so composed steps report their total error.
     ``pinned`` are tensors the calibrated steps computed under pinned numerics, taken instead
     of computing them here; ``produced`` collects what they compute (see
-    :mod:`shrinktests.compression.portable`). ``progress`` hears how far a long step is.
+    :mod:`shrinktests.run.portable`). ``progress`` hears how far a long step is.
     ``keep_dtype`` is the reference's dtype: what no step quantized (embeddings, LM head,
     norms) is kept in it, as transformers keeps it when it loads a quantized model.
     """
@@ -223,7 +223,7 @@ def build_artifact_variant(
 def check_vocabulary(artifact: ModelSource, given: Artifact, base_vocab: dict[str, int]) -> None:
     """A candidate's tokenizer must be the baseline's, or the comparison would feed it other
     token ids."""
-    from shrinktests.spec.schema import ConfigError
+    from shrinktests.core.schema import ConfigError
 
     kind = given.kind
     vocab = load_tokenizer(artifact).get_vocab()

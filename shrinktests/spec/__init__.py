@@ -1,2 +1,2 @@
-"""The input layer: suites and configs files as validated data (``files``), the one validator
-of typed tables (``schema``) and the options of a run (``options``)."""
+"""The input layer: suites and configs files as validated data (``files``) and the options
+both front ends share (``flags``). The options of one run are resolved by ``run.options``."""

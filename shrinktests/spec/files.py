@@ -15,13 +15,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from shrinktests.atlas.measure import BUDGET_METRICS as ATLAS_BUDGET_METRICS
-from shrinktests.atlas.measure import AtlasSettings
 from shrinktests.compression.base import Method
 from shrinktests.compression.registry import build_method
+from shrinktests.core.schema import ConfigError, coerce_dataclass, nearest_name
 from shrinktests.judging.budgets import Budget, BudgetError, merge_budgets, parse_budget
 from shrinktests.judging.constraints import Checker, ListItems, build_checker
-from shrinktests.spec.schema import ConfigError, coerce_dataclass, nearest_name
+from shrinktests.spec.atlas import BUDGET_METRICS as ATLAS_BUDGET_METRICS
+from shrinktests.spec.atlas import AtlasSettings
 
 _ID = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

@@ -151,7 +151,7 @@ def _compute(source: ModelSource, config: CompressionConfig,
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
     said: list[str] = []
     with (scratch / "stderr.txt").open("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "shrinktests.compression.portable",
+        child = subprocess.Popen([sys.executable, "-m", "shrinktests.run.portable",
                                   str(job)], env={**env, **PINNED_ENV}, stdout=subprocess.PIPE,
                                  stderr=err, text=True)
         assert child.stdout is not None

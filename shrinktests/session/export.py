@@ -23,7 +23,7 @@ from shrinktests.run.model import ModelSource, load_model, weight_files
 
 if TYPE_CHECKING:
     from shrinktests.run.llama_cpp import LlamaCppModel
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 #: largest difference of a log-prob between the tested and the reloaded model
 TOLERANCE = 1e-4

@@ -25,7 +25,7 @@ from shrinktests.spec.files import CompressionConfig, Suite
 
 if TYPE_CHECKING:
     from shrinktests.judging.metrics import TeacherForced
-    from shrinktests.run.session import ShrinkSession
+    from shrinktests.session.session import ShrinkSession
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from shrinktests.accepted import record as accepted
-from shrinktests.run.session import SessionOptions
+from shrinktests.run.inputs import SessionOptions
 from shrinktests.spec.files import SpecError, Suite, load_configs, load_suite, suite_files_beside
 from shrinktests.spec.flags import default_threads
 
@@ -92,8 +91,7 @@ def resolve(request: RunRequest) -> SessionOptions:
         model=model, configs=configs, suites=suites, cache_dir=cache,
         threads=request.threads or default_threads(request.workers), snapshot_dir=snapshots,
         reference=request.reference, record=request.record,
-        accepted=accepted.load_folder(snapshots / accepted.FOLDER), accept=request.accept,
-        device=device)
+        accept=request.accept, device=device)
 
 
 def check_device(value: str) -> str:

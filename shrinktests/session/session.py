@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 from shrinktests.accepted.record import AcceptedRecord
 from shrinktests.accepted.replay import Replay
 from shrinktests.accepted.state import AcceptedState
+from shrinktests.core.generation import Generation
 from shrinktests.judging.constraints import Outcome
 from shrinktests.judging.metrics import TeacherForced, teacher_forced
 from shrinktests.run.cache import DiskCache, cache_key
 from shrinktests.run.engine import (
     DecodingSettings,
-    Generation,
     Prefix,
     Timings,
     generate,
