@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 from shrinktests.atlas.measure import (
     Atlas,
@@ -85,6 +85,38 @@ class RecipeOutcome:
     uniform: str
     inverse: str
     target_bpw: float
+
+
+class RecipeData(TypedDict):
+    """:class:`RecipeOutcome` as plain JSON for the reports."""
+
+    allocation: dict[str, int]
+    target_bpw: float
+    text: str
+    recipe: str
+    uniform: str
+    inverse: str
+    #: config name -> :func:`~shrinktests.atlas.measure.to_dict` of its result
+    results: dict[str, dict[str, Any]]
+
+
+class AtlasData(TypedDict):
+    """Everything the atlas measured, as plain JSON: the reports' atlas section and the
+    atlas command's files render it, and xdist workers send it to the controller."""
+
+    method: dict[str, Any]
+    parts: list[str]
+    budgets: list[str]
+    #: :func:`~shrinktests.atlas.measure.to_dict` of each scope, most sensitive first
+    scopes: list[dict[str, Any]]
+    seconds: float
+    #: how the restored model was checked (None: not yet)
+    restored: str | None
+    #: rank correlations with KL, (rho, p) each, from three scopes on
+    spearman: NotRequired[dict[str, tuple[float, float]]]
+    recipe: NotRequired[RecipeData]
+    #: the atlas command's wall time, measurement and recipe included (not in a pytest run)
+    wall_seconds: NotRequired[float]
 
 
 class AtlasRun:
@@ -281,27 +313,27 @@ class AtlasRun:
 
     # ------------------------------------------------------------------ report data
 
-    def data(self) -> dict[str, Any]:
+    def data(self) -> AtlasData:
         """Everything measured so far, as plain JSON-able data for the reports."""
         results = ranked(list(self.results.values()))
         mses = [r.mse for r in results]
         kls = [r.drift.kl_mean for r in results]
-        out: dict[str, Any] = {
-            "method": self.settings.method.params(),
-            "parts": list(self.settings.parts),
-            "budgets": [str(b) for b in self.budgets],
-            "scopes": [to_dict(r) for r in results],
-            "seconds": sum(r.seconds for r in results),
-            "restored": self.restored,
-        }
+        out = AtlasData(
+            method=self.settings.method.params(),
+            parts=list(self.settings.parts),
+            budgets=[str(b) for b in self.budgets],
+            scopes=[to_dict(r) for r in results],
+            seconds=sum(r.seconds for r in results),
+            restored=self.restored,
+        )
         if len(results) >= 3:
             out["spearman"] = {"mse": spearman(mses, kls),
                                "rel_error": spearman([r.rel_error for r in results], kls)}
         if self.recipe is not None:
             rec = self.recipe
-            out["recipe"] = {
-                "allocation": rec.allocation, "target_bpw": rec.target_bpw, "text": rec.text,
-                "recipe": rec.recipe, "uniform": rec.uniform, "inverse": rec.inverse,
-                "results": {k: to_dict(v) for k, v in rec.results.items()}}
+            out["recipe"] = RecipeData(
+                allocation=rec.allocation, target_bpw=rec.target_bpw, text=rec.text,
+                recipe=rec.recipe, uniform=rec.uniform, inverse=rec.inverse,
+                results={k: to_dict(v) for k, v in rec.results.items()})
         return out
 

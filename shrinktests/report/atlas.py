@@ -10,12 +10,15 @@ import json
 import math
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shrinktests.atlas.measure import describe_method, parse_scope_id
 from shrinktests.report import svg
 from shrinktests.report.table import format_table
 from shrinktests.run.cache import atomic_write_text
+
+if TYPE_CHECKING:
+    from shrinktests.atlas.run import AtlasData
 
 PART_COLOURS = {"attention": "#4a7fb5", "mlp": "#c0504d", "q_proj": "#4a7fb5",
                 "k_proj": "#6fa8dc", "v_proj": "#3d85c6", "o_proj": "#1c4587",
@@ -32,7 +35,7 @@ def _row(rank: int, d: dict[str, Any]) -> list[str]:
             f"{d['rel_error']:.3f}", f"{d['params'] / 1e6:.2f}M"]
 
 
-def correlation_line(data: dict[str, Any]) -> str | None:
+def correlation_line(data: AtlasData) -> str | None:
     corr = data.get("spearman")
     if not corr:
         return None
@@ -44,7 +47,7 @@ def correlation_line(data: dict[str, Any]) -> str | None:
             f"{rho_rel:+.2f} (p = {p_rel:.3g})")
 
 
-def recipe_lines(data: dict[str, Any]) -> list[str]:
+def recipe_lines(data: AtlasData) -> list[str]:
     rec = data.get("recipe")
     if not rec:
         return []
@@ -81,7 +84,7 @@ def _by_part(scope_ids: list[str]) -> str:
     return "; ".join(f"{part} layers {ranges(ls)}" for part, ls in sorted(layers.items()))
 
 
-def render(data: dict[str, Any], top: int = 10) -> list[str]:
+def render(data: AtlasData, top: int = 10) -> list[str]:
     """Terminal lines: the most and least sensitive scopes, the correlation, the recipe."""
     scopes = data["scopes"]
     if not scopes:
@@ -99,7 +102,7 @@ def render(data: dict[str, Any], top: int = 10) -> list[str]:
     return lines
 
 
-def heatmap_svg(data: dict[str, Any]) -> str:
+def heatmap_svg(data: AtlasData) -> str:
     scopes = data["scopes"]
     layers = sorted({d["layer"] for d in scopes})
     parts = [p for p in data["parts"] if any(d["part"] == p for d in scopes)]
@@ -113,7 +116,7 @@ def heatmap_svg(data: dict[str, Any]) -> str:
                        [str(x) for x in layers], cells)
 
 
-def scatter_svg(data: dict[str, Any]) -> str:
+def scatter_svg(data: AtlasData) -> str:
     scopes = data["scopes"]
     points = [(d["scope"], d["mse"], d["drift"]["kl_mean"],
                PART_COLOURS.get(d["part"], "#888")) for d in scopes]
@@ -131,7 +134,7 @@ def _outliers(scopes: list[dict[str, Any]]) -> list[str]:
     return [d["scope"] for d in scopes[:2]] + [d["scope"] for d in by_mse[:2]]
 
 
-def markdown(data: dict[str, Any]) -> list[str]:
+def markdown(data: AtlasData) -> list[str]:
     """The atlas section of summary.md (or the whole of atlas.md)."""
     if not data["scopes"]:
         return []
@@ -149,7 +152,7 @@ def markdown(data: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def html_section(data: dict[str, Any]) -> list[str]:
+def html_section(data: AtlasData) -> list[str]:
     """The atlas part of index.html: heatmap, scatter, correlation, recipe."""
     if not data["scopes"]:
         return []
@@ -163,7 +166,7 @@ def html_section(data: dict[str, Any]) -> list[str]:
     return out
 
 
-def write(folder: Path, data: dict[str, Any]) -> list[Path]:
+def write(folder: Path, data: AtlasData) -> list[Path]:
     """atlas.json, atlas.md, heatmap.svg, scatter.svg and a standalone index.html."""
     page = "\n".join(["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
                       "<title>shrinktests atlas</title></head><body>", *html_section(data),

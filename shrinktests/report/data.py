@@ -7,7 +7,11 @@ merge agree on the keys. Built by :func:`shrinktests.report.build.summary_data`.
 
 from __future__ import annotations
 
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+
+if TYPE_CHECKING:
+    from shrinktests.atlas.run import AtlasData
+    from shrinktests.run.results import Throughput
 
 
 class ConfigMetrics(TypedDict):
@@ -117,10 +121,10 @@ class SummaryData(TypedDict):
     hits: int
     misses: int
     workers: int
-    bench: dict[str, dict[str, Any]]
+    bench: dict[str, Throughput]
     workload: str
     #: the atlas' own data (:meth:`shrinktests.atlas.run.AtlasRun.data`), or None
-    atlas: dict[str, Any] | None
+    atlas: AtlasData | None
     #: seconds per phase of the run (load, compress, generate, ...), summed over workers
     phases: dict[str, float]
     #: config name -> phase -> seconds, summed over workers

@@ -10,6 +10,7 @@ from shrinktests.report.data import ConfigMetrics, Power, SummaryData
 from shrinktests.report.table import format_table
 
 if TYPE_CHECKING:
+    from shrinktests.run.results import Throughput
     pass
 
 COLUMNS = ("config", "tok/s", "vs ref", "MB", "bits/w", "KL", "top-1", "1st div", "near-ties",
@@ -180,13 +181,13 @@ BENCH_COLUMNS = ("config", "prompt tok/s", "gen tok/s", "vs ref", "load+comp s",
                  "MB", "bits/w")
 
 
-def bench_rows(bench: dict[str, dict[str, Any]]) -> list[list[str]]:
+def bench_rows(bench: dict[str, Throughput]) -> list[list[str]]:
     """One row per benchmarked config. "vs ref" is computed here, from the whole table: a
     config benchmarked before the reference has no ratio in its own ``extra_info``."""
-    ref = next((b["generate_tps"] for name, b in bench.items() if b.get("reference") == name),
+    ref = next((b["generate_tps"] for name, b in bench.items() if b["reference"] == name),
                None)
 
-    def ratio(b: dict[str, Any]) -> float | None:
+    def ratio(b: Throughput) -> float | None:
         value = b["generate_tps"] / ref if ref else b["vs_reference"]
         return float(value) if value else None
 

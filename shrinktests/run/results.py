@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from shrinktests.run.engine import ZERO_TIMINGS, Timings
 from shrinktests.run.variant import VariantStats
@@ -13,6 +13,24 @@ if TYPE_CHECKING:
     from shrinktests.judging.aggregate import Judgement
     from shrinktests.judging.checks import Degeneration, Drift
     from shrinktests.judging.stats import Estimate
+
+
+class Throughput(TypedDict):
+    """One config's throughput benchmark: pytest-benchmark's ``extra_info`` (plain JSON, so
+    it also travels from xdist workers) and a row of the summary's throughput table."""
+
+    config: str
+    reference: str
+    prompt_eval_tps: float
+    generate_tps: float
+    #: generate_tps over the reference's, when the reference was benchmarked first
+    vs_reference: float | None
+    load_compress_seconds: float
+    peak_rss_mb: float
+    #: what the peak covers ("this config", or the whole process when models share it)
+    peak_rss_scope: str
+    model_mb: float
+    bits_per_weight: float
 
 
 class ConfigCrashed(RuntimeError):

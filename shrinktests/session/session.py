@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shrinktests.accepted.record import AcceptedRecord
 from shrinktests.accepted.replay import Replay
@@ -40,7 +40,7 @@ from shrinktests.run.model import ModelSource
 from shrinktests.run.pool import VariantPool, note_device_memory
 from shrinktests.run.progress import Phase, PhaseClock, Progress
 from shrinktests.run.resources import return_freed_memory
-from shrinktests.run.results import ConfigCrashed, ConfigRun
+from shrinktests.run.results import ConfigCrashed, ConfigRun, Throughput
 from shrinktests.run.stored import StoredReferences, stored_generations
 from shrinktests.run.variant import Variant, VariantStats
 from shrinktests.spec.files import CompressionConfig, Suite
@@ -70,7 +70,7 @@ class ShrinkSession:
         self.stored = StoredReferences(self.inputs)
         self.accepted = AcceptedState(self.inputs)
         #: the extra_info of each benchmarked config, for the summary's throughput table
-        self.bench_info: dict[str, dict[str, Any]] = {}
+        self.bench_info: dict[str, Throughput] = {}
         self.generate_calls = 0
         self._generations: dict[tuple[str, str], list[Generation]] = {}
         self._judged: dict[tuple[str, str], list[Generation]] = {}
@@ -178,24 +178,24 @@ class ShrinkSession:
         return timings
 
     def record_throughput(self, name: str, timings: Timings, peak_rss_mb: float,
-                          rss_scope: str) -> dict[str, Any]:
+                          rss_scope: str) -> Throughput:
         """The ``extra_info`` of a config's benchmark; remembers its speed for "vs reference"."""
         stats = self.variant(name).stats
         ref = self.bench_info.get(self.reference.name)
         ref_tps = ref["generate_tps"] if ref else (
             timings.generate_tps if name == self.reference.name else None)
-        info = self.bench_info[name] = {
-            "config": name,
-            "reference": self.reference.name,
-            "prompt_eval_tps": round(timings.prompt_tps, 2),
-            "generate_tps": round(timings.generate_tps, 2),
-            "vs_reference": round(timings.generate_tps / ref_tps, 3) if ref_tps else None,
-            "load_compress_seconds": round(stats.load_seconds + stats.compress_seconds, 2),
-            "peak_rss_mb": round(peak_rss_mb, 1),
-            "peak_rss_scope": rss_scope,
-            "model_mb": round(stats.mb, 1),
-            "bits_per_weight": round(stats.bits_per_weight, 2),
-        }
+        info = self.bench_info[name] = Throughput(
+            config=name,
+            reference=self.reference.name,
+            prompt_eval_tps=round(timings.prompt_tps, 2),
+            generate_tps=round(timings.generate_tps, 2),
+            vs_reference=round(timings.generate_tps / ref_tps, 3) if ref_tps else None,
+            load_compress_seconds=round(stats.load_seconds + stats.compress_seconds, 2),
+            peak_rss_mb=round(peak_rss_mb, 1),
+            peak_rss_scope=rss_scope,
+            model_mb=round(stats.mb, 1),
+            bits_per_weight=round(stats.bits_per_weight, 2),
+        )
         return info
 
     # ------------------------------------------------------------------ stored reference
