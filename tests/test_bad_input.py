@@ -131,7 +131,7 @@ BAD: list[tuple[str, str, str, str | None, tuple[str, ...], str]] = [
      "keys: budgets, checkpoint, description, engine, expect, gguf, known_failures, name, "
      "replay_epsilon; method parameters: dtype"),
     ("wrong-type", CONFIGS, SUITE.replace("max_new_tokens = 8", 'max_new_tokens = "8"'),
-     LLAMA, (), "tiny.toml, [suite], field 'max_new_tokens': must be an integer, got '8'"),
+     LLAMA, (), "tiny.toml, [suite], field 'max_new_tokens': expected an integer, got '8'"),
     ("duplicate-id", CONFIGS, SUITE + '\n[[prompt]]\nid = "hello"\ntext = "Hi."\n', LLAMA, (),
      "tiny.toml, prompt 'hello', field 'id': duplicate id"),
     ("unknown-method", CONFIGS.replace('method = "dtype"\ndtype = "bfloat16"',

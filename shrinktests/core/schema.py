@@ -96,6 +96,8 @@ def _coerce(value: Any, hint: Any) -> Any:
                 out.append(_coerce(v, item))
             except ConfigError as exc:
                 raise ConfigError(f"[{i}].{exc.field}", exc.problem) from None
+            except (TypeError, ValueError) as exc:  # the item itself is bad: name its index
+                raise ConfigError(f"[{i}]", str(exc)) from None
         return tuple(out)
     if hint is bool:
         if not isinstance(value, bool):

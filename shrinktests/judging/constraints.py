@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from shrinktests.core.schema import ConfigError, coerce_dataclass, nearest_name
+from shrinktests.core.schema import NESTED_BUILDERS, ConfigError, coerce_dataclass, nearest_name
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,17 @@ def build_checker(spec: Mapping[str, Any]) -> Checker:
     params = {k: v for k, v in spec.items() if k != "check"}
     result: Checker = coerce_dataclass(_CHECKERS[name], params)
     return result
+
+
+def _nested_checker(cls: type, spec: Any) -> Checker:
+    """A check inside a dataclass field (a prompt's ``checks``), built by its ``check`` name."""
+    if not isinstance(spec, Mapping):
+        raise TypeError(f"expected a table like {{check = \"contains\", value = \"...\"}}, "
+                        f"got {spec!r}")
+    return build_checker(spec)
+
+
+NESTED_BUILDERS[Checker] = _nested_checker
 
 
 def _fold(text: str, case_sensitive: bool) -> str:

@@ -19,7 +19,7 @@ from shrinktests.compression.base import Method
 from shrinktests.compression.registry import build_method
 from shrinktests.core.schema import ConfigError, coerce_dataclass, nearest_name
 from shrinktests.judging.budgets import Budget, BudgetError, merge_budgets, parse_budget
-from shrinktests.judging.constraints import Checker, ListItems, build_checker
+from shrinktests.judging.constraints import Checker, ListItems
 from shrinktests.spec.atlas import BUDGET_METRICS as ATLAS_BUDGET_METRICS
 from shrinktests.spec.atlas import AtlasSettings
 
@@ -43,9 +43,17 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class Prompt:
+    """One ``[[prompt]]``: its id, the text sent to the model and the checks on the answer."""
+
     id: str
     text: str
-    checks: tuple[Checker, ...]
+    checks: tuple[Checker, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not _ID.fullmatch(self.id):
+            raise ConfigError("id", "use lowercase letters, digits, - and _")
+        if not self.text.strip():
+            raise ConfigError("text", "empty prompt")
 
     @property
     def max_items(self) -> int | None:
@@ -72,8 +80,24 @@ class Suite:
         raise KeyError(prompt_id)
 
 
-_SUITE_KEYS = {"name", "description", "chat_template", "max_new_tokens"}
-_PROMPT_KEYS = {"id", "text", "checks"}
+@dataclass(frozen=True)
+class SuiteHead:
+    """``[suite]``: the suite's name and the decoding settings its prompts share."""
+
+    name: str
+    description: str = ""
+    chat_template: bool = True
+    max_new_tokens: int = 48
+
+    def __post_init__(self) -> None:
+        if not _ID.fullmatch(self.name):
+            raise ConfigError("name", f"{self.name!r}: use lowercase letters, digits, - and _")
+        if not 1 <= self.max_new_tokens <= 4096:
+            raise ConfigError("max_new_tokens", f"must be in 1..4096, got {self.max_new_tokens}")
+
+
+_SUITE_KEYS = {f.name for f in fields(SuiteHead)}
+_PROMPT_KEYS = {f.name for f in fields(Prompt)}
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -113,49 +137,29 @@ def load_suite(path: Path) -> Suite:
     if not isinstance(head, dict):
         raise SpecError(path, "", "suite", "missing [suite] table with at least name = \"...\"")
     _unknown(path, "[suite]", head, _SUITE_KEYS)
-    name = _typed(path, "[suite]", "name", head.get("name"), str, "a string")
-    if not _ID.fullmatch(name):
-        raise SpecError(path, "[suite]", "name",
-                        f"{name!r}: use lowercase letters, digits, - and _")
-    max_new = _typed(path, "[suite]", "max_new_tokens", head.get("max_new_tokens", 48), int,
-                     "an integer")
-    if not 1 <= max_new <= 4096:
-        raise SpecError(path, "[suite]", "max_new_tokens", f"must be in 1..4096, got {max_new}")
-    chat = _typed(path, "[suite]", "chat_template", head.get("chat_template", True), bool,
-                  "true or false")
-    desc = _typed(path, "[suite]", "description", head.get("description", ""), str, "a string")
+    try:
+        suite: SuiteHead = coerce_dataclass(SuiteHead, head)
+    except ConfigError as exc:
+        raise SpecError(path, "[suite]", exc.field, exc.problem) from None
     raw_prompts = data.get("prompt", [])
     if not isinstance(raw_prompts, list) or not raw_prompts:
         raise SpecError(path, "", "prompt", "a suite needs at least one [[prompt]]")
     prompts: list[Prompt] = []
-    seen: set[str] = set()
     for i, raw in enumerate(raw_prompts):
-        entry = f"prompt #{i + 1}"
+        pid = raw.get("id") if isinstance(raw, dict) else None
+        entry = f"prompt {pid!r}" if isinstance(pid, str) else f"prompt #{i + 1}"
         if not isinstance(raw, dict):
             raise SpecError(path, entry, "", "must be a table")
         _unknown(path, entry, raw, _PROMPT_KEYS)
-        pid = _typed(path, entry, "id", raw.get("id"), str, "a string")
-        entry = f"prompt {pid!r}"
-        if not _ID.fullmatch(pid):
-            raise SpecError(path, entry, "id", "use lowercase letters, digits, - and _")
-        if pid in seen:
+        try:
+            prompt: Prompt = coerce_dataclass(Prompt, raw)
+        except ConfigError as exc:
+            raise SpecError(path, entry, exc.field, exc.problem) from None
+        if any(p.id == prompt.id for p in prompts):
             raise SpecError(path, entry, "id", "duplicate id")
-        seen.add(pid)
-        text = _typed(path, entry, "text", raw.get("text"), str, "a string")
-        if not text.strip():
-            raise SpecError(path, entry, "text", "empty prompt")
-        raw_checks = _typed(path, entry, "checks", raw.get("checks", []), list, "a list of tables")
-        checks = []
-        for j, spec in enumerate(raw_checks):
-            if not isinstance(spec, dict):
-                raise SpecError(path, entry, f"checks[{j}]", "must be a table like "
-                                "{check = \"contains\", value = \"...\"}")
-            try:
-                checks.append(build_checker(spec))
-            except ConfigError as exc:
-                raise SpecError(path, entry, f"checks[{j}].{exc.field}", exc.problem) from None
-        prompts.append(Prompt(pid, text, tuple(checks)))
-    return Suite(name, path, desc, chat, max_new, tuple(prompts))
+        prompts.append(prompt)
+    return Suite(suite.name, path, suite.description, suite.chat_template,
+                 suite.max_new_tokens, tuple(prompts))
 
 
 # --------------------------------------------------------------------------- configs
@@ -333,8 +337,34 @@ class ConfigSet:
         raise KeyError(f"unknown config {name!r}; known: {', '.join(self.names())}")
 
 
-_CONFIG_KEYS = {"name", "description", "steps", "budgets", "expect", "known_failures",
-                "replay_epsilon", "checkpoint", "gguf", "engine"}
+@dataclass(frozen=True)
+class ConfigEntry:
+    """A ``[[config]]``'s own keys, beside what it builds (its steps or its artifact) and its
+    budgets, which are parsed on their own."""
+
+    name: str
+    description: str = ""
+    expect: Expectation = "passes"
+    known_failures: tuple[str, ...] = ()
+    replay_epsilon: float | None = None
+    engine: str = "transformers"
+
+    def __post_init__(self) -> None:
+        if not _ID.fullmatch(self.name):
+            raise ConfigError("name", "use lowercase letters, digits, - and _")
+        for j, pattern in enumerate(self.known_failures):
+            if not pattern.startswith("test_"):
+                raise ConfigError(f"known_failures[{j}]", "must be a test-name glob like "
+                                  f"'test_drift[*greeting*]', got {pattern!r}")
+        if self.replay_epsilon is not None and not 0 <= self.replay_epsilon < 1:
+            raise ConfigError("replay_epsilon", f"must be in [0, 1), got {self.replay_epsilon!r}")
+        if self.engine not in ENGINES:
+            raise ConfigError("engine", f"unknown engine {self.engine!r}"
+                              f"{nearest_name(self.engine, ENGINES)}; known: {', '.join(ENGINES)}")
+
+
+_ENTRY_KEYS = {f.name for f in fields(ConfigEntry)}
+_CONFIG_KEYS = _ENTRY_KEYS | {"steps", "budgets", "checkpoint", "gguf"}
 _ARTIFACT_KEYS = ("checkpoint", "gguf")
 _SETTINGS_KEYS = {f.name for f in fields(Settings)}
 
@@ -376,14 +406,16 @@ def load_configs(path: Path, model_dtype: str = "float32") -> ConfigSet:
         raise SpecError(path, "", "config", "needs at least one [[config]]")
     configs: list[CompressionConfig] = []
     for i, raw in enumerate(raw_configs):
-        entry = f"config #{i + 1}"
+        name = raw.get("name") if isinstance(raw, dict) else None
+        entry = f"config {name!r}" if isinstance(name, str) else f"config #{i + 1}"
         if not isinstance(raw, dict):
             raise SpecError(path, entry, "", "must be a table")
-        name = _typed(path, entry, "name", raw.get("name"), str, "a string")
-        entry = f"config {name!r}"
-        if not _ID.fullmatch(name):
-            raise SpecError(path, entry, "name", "use lowercase letters, digits, - and _")
-        if name in (c.name for c in configs):
+        try:
+            own: ConfigEntry = coerce_dataclass(
+                ConfigEntry, {k: v for k, v in raw.items() if k in _ENTRY_KEYS})
+        except ConfigError as exc:
+            raise SpecError(path, entry, exc.field, exc.problem) from None
+        if own.name in (c.name for c in configs):
             raise SpecError(path, entry, "name", "duplicate config name")
         # one step is written inline (method = "...", its parameters beside it); several as steps
         inline = {k: v for k, v in raw.items() if k not in _CONFIG_KEYS}
@@ -398,7 +430,7 @@ def load_configs(path: Path, model_dtype: str = "float32") -> ConfigSet:
             step_specs = list(raw_steps)
         elif "method" in inline:
             step_specs = [inline]
-        elif raw.get("engine") == "llama.cpp":
+        elif own.engine == "llama.cpp":
             step_specs = []  # the model's own GGUF file, under llama.cpp
         else:
             raise SpecError(path, entry, "method",
@@ -429,26 +461,11 @@ def load_configs(path: Path, model_dtype: str = "float32") -> ConfigSet:
             # "steps run in the order written" true
             raise SpecError(path, entry, "steps", "a load-time quantizer (e.g. bnb-4bit) must be "
                             "the first step and there can be only one")
-        expect = raw.get("expect", "passes")
-        if expect not in ("passes", "breaks"):
-            raise SpecError(path, entry, "expect", f"must be 'passes' or 'breaks', got {expect!r}")
-        desc = _typed(path, entry, "description", raw.get("description", ""), str, "a string")
         budgets = merge_budgets(default_budgets, _budgets(path, entry, raw.get("budgets", [])))
-        known = _typed(path, entry, "known_failures", raw.get("known_failures", []), list,
-                       "a list of test-name globs")
-        for j, pattern in enumerate(known):
-            if not isinstance(pattern, str) or not pattern.startswith("test_"):
-                raise SpecError(path, entry, f"known_failures[{j}]",
-                                f"must be a test-name glob like 'test_drift[*greeting*]', "
-                                f"got {pattern!r}")
-        own = raw.get("replay_epsilon")
-        if own is not None and (isinstance(own, bool) or not isinstance(own, int | float)
-                                or not 0 <= own < 1):
-            raise SpecError(path, entry, "replay_epsilon", f"must be in [0, 1), got {own!r}")
-        engine = _engine(path, entry, raw, steps, artifact)
-        configs.append(CompressionConfig(name, tuple(steps), budgets, expect, desc,
-                                         tuple(known), None if own is None else float(own),
-                                         artifact, engine))
+        _check_engine(path, entry, own.engine, steps, artifact)
+        configs.append(CompressionConfig(own.name, tuple(steps), budgets, own.expect,
+                                         own.description, own.known_failures,
+                                         own.replay_epsilon, artifact, own.engine))
     reference = settings.reference or configs[0].name
     if reference not in [c.name for c in configs]:
         raise SpecError(path, "[settings]", "reference",
@@ -474,13 +491,9 @@ def suite_files_beside(configs_path: Path, project: Path | None = None) -> list[
     return paths
 
 
-def _engine(path: Path, entry: str, raw: Mapping[str, Any], steps: Sequence[Method],
-            artifact: Artifact | None) -> str:
-    """``engine``: transformers (the default) or llama.cpp, which runs GGUF files only."""
-    engine = raw.get("engine", "transformers")
-    if engine not in ENGINES:
-        raise SpecError(path, entry, "engine", f"unknown engine {engine!r}"
-                        f"{nearest_name(str(engine), ENGINES)}; known: {', '.join(ENGINES)}")
+def _check_engine(path: Path, entry: str, engine: str, steps: Sequence[Method],
+                  artifact: Artifact | None) -> None:
+    """llama.cpp runs GGUF files only (transformers, the default, runs anything)."""
     if engine == "llama.cpp":
         gguf_step = len(steps) == 1 and steps[0].name == "gguf"
         if (artifact is not None and artifact.kind != "gguf") or (steps and not gguf_step):
@@ -488,7 +501,6 @@ def _engine(path: Path, entry: str, raw: Mapping[str, Any], steps: Sequence[Meth
                             "llama.cpp runs GGUF files: give gguf = \"file.gguf\", one "
                             "method = \"gguf\" step (written as a file), or neither (the "
                             "model's own GGUF)")
-    return str(engine)
 
 
 def _artifact(path: Path, entry: str, raw: Mapping[str, Any],
