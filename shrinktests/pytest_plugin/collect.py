@@ -132,4 +132,4 @@ def count_outcome(item: pytest.Item, report: pytest.TestReport) -> None:
         outcome: str = report.outcome
         if hasattr(report, "wasxfail"):  # a non-strict xfail that passed is an xpass
             outcome = "xfailed" if report.skipped else "xpassed" if report.passed else outcome
-        session.runs[name].outcomes[outcome] += 1
+        session.runs[name].note_outcome(outcome)

@@ -78,7 +78,7 @@ def test_drift(shrink_session: ShrinkSession, shrink_config: str, shrink_case: C
     tf = s.teacher_forced(shrink_config, suite)[idx]
     budgets = s.configs.get(shrink_config).budgets
     result = checks.drift(base, cand, tf, budgets, s.configs.near_tie_epsilon)
-    s.runs[shrink_config].drift[shrink_case.id] = result
+    s.runs[shrink_config].note_drift(shrink_case.id, result)
 
     def judge_drift(live: Generation) -> str:
         v = checks.drift(base, live, tf, budgets, s.configs.near_tie_epsilon).violations
@@ -110,7 +110,7 @@ def _note_flip(s: ShrinkSession, name: str, case: Case, judge: Callable[[Generat
     """When this machine's output left the accepted one at a near-tie, judge it too and keep
     what it would have got: reported beside the verdict, which the accepted output decides."""
     if _flipped(s, name, case):
-        s.flip_verdicts[(name, case.id)].append(judge(s.live_generation(name, case)))
+        s.note_flip_verdict(name, case.id, judge(s.live_generation(name, case)))
 
 
 def _fail(s: ShrinkSession, name: str, message: str) -> NoReturn:
@@ -131,7 +131,7 @@ def test_degeneration(shrink_session: ShrinkSession, shrink_config: str,
     max_items = shrink_case.prompt.max_items
     gen = s.generation(shrink_config, shrink_case)
     result = checks.degeneration(gen, budgets, max_items)
-    s.runs[shrink_config].degeneration[shrink_case.id] = result
+    s.runs[shrink_config].note_degeneration(shrink_case.id, result)
     if shrink_config == s.reference.name:
         if result.modes:
             pytest.xfail(f"the baseline itself shows {', '.join(result.modes)}: "
@@ -159,7 +159,7 @@ def test_constraint(shrink_session: ShrinkSession, shrink_config: str,
     case, index = shrink_check
     checker = case.prompt.checks[index]
     outcome = s.constraint(shrink_config, case, index)
-    s.runs[shrink_config].constraints[(case.id, index)] = outcome.ok
+    s.runs[shrink_config].note_constraint(case.id, index, outcome.ok)
     if shrink_config != s.reference.name:
         _note_flip(s, shrink_config, case, lambda live: (
             f"{'meets' if checker.check(live.text).ok else 'loses'} {checker.name}"))
@@ -188,8 +188,7 @@ def test_aggregate(shrink_session: ShrinkSession, shrink_config: str) -> None:
     s = shrink_session
     found = estimates(s.prompt_outcomes(shrink_config), s.configs.confidence)
     judged = judge(s.configs.get(shrink_config).budgets, found)
-    run = s.runs[shrink_config]
-    run.aggregate, run.judgements = found, judged
+    s.runs[shrink_config].note_aggregate(found, judged)
     failed = [j for j in judged if j.verdict == "fails"]
     if failed:
         _fail(s, shrink_config, f"config {shrink_config!r} breaks its aggregate budgets over "

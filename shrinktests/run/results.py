@@ -54,3 +54,21 @@ class ConfigRun:
     judgements: list[Judgement] = field(default_factory=list)
     #: timings come from a cached generation (measured in an earlier run)
     cached_timings: bool = False
+
+    # what the behavioural tests record, read back by the report: the only writers
+
+    def note_drift(self, case_id: str, result: Drift) -> None:
+        self.drift[case_id] = result
+
+    def note_degeneration(self, case_id: str, result: Degeneration) -> None:
+        self.degeneration[case_id] = result
+
+    def note_constraint(self, case_id: str, index: int, ok: bool) -> None:
+        self.constraints[(case_id, index)] = ok
+
+    def note_aggregate(self, found: dict[str, Estimate], judged: list[Judgement]) -> None:
+        self.aggregate, self.judgements = found, judged
+
+    def note_outcome(self, outcome: str) -> None:
+        """A test's pytest outcome (passed, failed, xfailed, ...), for the summary's counts."""
+        self.outcomes[outcome] += 1

@@ -223,6 +223,11 @@ class ShrinkSession:
     def flip_verdicts(self) -> dict[tuple[str, str], list[str]]:
         return self.accepted.flip_verdicts
 
+    def note_flip_verdict(self, name: str, case_id: str, verdict: str) -> None:
+        """What this machine's own output got where a near-tie flipped it from the accepted
+        one (reported beside the verdict, which the accepted output decides)."""
+        self.accepted.flip_verdicts[(name, case_id)].append(verdict)
+
     @property
     def stale_records(self) -> dict[str, str]:
         return self.accepted.stale_records
