@@ -16,6 +16,7 @@ from shrinktests.report.terminal import (
     render,
 )
 from shrinktests.run.progress import PhaseClock, describe_slowest
+from shrinktests.run.results import Throughput
 
 
 def _part(rows: list[dict[str, Any]], tested: list[str], calls: int,
@@ -78,9 +79,10 @@ def test_a_configs_row_comes_from_the_worker_that_tested_it() -> None:
 
 
 def test_render_adds_the_throughput_table_when_benchmarks_ran() -> None:
-    bench = {"nf4": {"prompt_eval_tps": 300.0, "generate_tps": 40.0, "vs_reference": 1.5,
-                     "load_compress_seconds": 2.0, "peak_rss_mb": 900.0, "model_mb": 173.0,
-                     "bits_per_weight": 10.3}}
+    bench = {"nf4": Throughput(config="nf4", reference="baseline", prompt_eval_tps=300.0,
+                               generate_tps=40.0, vs_reference=1.5, load_compress_seconds=2.0,
+                               peak_rss_mb=900.0, peak_rss_scope="this config", model_mb=173.0,
+                               bits_per_weight=10.3)}
     lines = render(_part([_row("nf4", "ok")], ["nf4"], 1, bench=bench))
     at = next(i for i, ln in enumerate(lines) if ln.startswith("throughput"))
     assert "4 prompts x 32 new tokens" in lines[at]
@@ -92,11 +94,14 @@ def test_render_adds_the_throughput_table_when_benchmarks_ran() -> None:
 def test_every_benchmarked_config_gets_its_ratio_to_the_reference() -> None:
     """A config benchmarked before the reference has no ratio in its own record; the table
     computes it from the reference's row."""
-    row = {"prompt_eval_tps": 300.0, "load_compress_seconds": 2.0, "peak_rss_mb": 900.0,
-           "model_mb": 173.0, "bits_per_weight": 10.3, "reference": "baseline"}
-    bench = {"nf4": {**row, "generate_tps": 40.0, "vs_reference": None},
-             "bf16": {**row, "generate_tps": 60.0, "vs_reference": None},
-             "baseline": {**row, "generate_tps": 80.0, "vs_reference": 1.0}}
+    def row(name: str, tps: float, ratio: float | None) -> Throughput:
+        return Throughput(config=name, reference="baseline", prompt_eval_tps=300.0,
+                          generate_tps=tps, vs_reference=ratio, load_compress_seconds=2.0,
+                          peak_rss_mb=900.0, peak_rss_scope="this config", model_mb=173.0,
+                          bits_per_weight=10.3)
+
+    bench = {"nf4": row("nf4", 40.0, None), "bf16": row("bf16", 60.0, None),
+             "baseline": row("baseline", 80.0, 1.0)}
     lines = render(_part([_row("nf4", "ok")], ["nf4"], 1, bench=bench))
     at = next(i for i, ln in enumerate(lines) if ln.startswith("throughput"))
     assert [ln.split()[3] for ln in lines[at + 3: at + 6]] == ["0.50x", "0.75x", "1.00x"]
