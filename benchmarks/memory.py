@@ -38,6 +38,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 GATE = "[nf4- or [gguf-q4_0-"
+#: the phases a run times per config, in the order they happen
+PHASES = ("load", "compress", "generate", "teacher-forced", "checks")
 
 #: Qwen2 shapes: hidden, layers, heads, key/value heads, MLP width (vocabulary 151,936)
 SHAPES = {
@@ -123,6 +125,9 @@ def run_step(name: str, args: list[str], cache: Path, report: Path) -> Step:
     sizes = {n: (m["mb"], m.get("quantized_bits")) for n, m in found.get("configs", {}).items()
              if m.get("mb")}
     tail = "\n".join(out.splitlines()[-3:])
+    for line in out.splitlines():  # a random-weight model may fail; say which tests did
+        if line.startswith(("FAILED", "ERROR")):
+            print(f"[{name}] {line}", flush=True)
     print(f"[{name}] {seconds:.0f} s, peak {peak[0] / 2**30:.2f} GiB, exit {proc.returncode}: "
           f"{tail.splitlines()[-1] if tail else ''}", flush=True)
     return Step(name, seconds, peak[0], proc.returncode, tail, phases, sizes)
@@ -149,6 +154,14 @@ def table(rows: list[tuple[str, float, list[Step]]]) -> str:
             lines.append(f"| {label} | {fp32 / 2**30:.2f} GiB | {s.name.split()[-1]} | "
                          f"{s.seconds:.0f} s | {s.peak_bytes / 2**30:.2f} GiB | "
                          f"{s.peak_bytes / fp32:.2f}× | {slow} |")
+    lines += ["", "Every phase of every config, seconds (summed over the step's tests):", "",
+              "| model | step | config | " + " | ".join(PHASES) + " |",
+              "| --- | --- | --- |" + " --- |" * len(PHASES)]
+    for label, _, steps in rows:
+        for s in steps:
+            for name, ph in s.phases.items():
+                cells = " | ".join(f"{ph[p]:.1f}" if p in ph else "-" for p in PHASES)
+                lines.append(f"| {label} | {s.name.split()[-1]} | {name} | {cells} |")
     lines += ["", "| model | config | MB as shipped | bits per quantized weight |",
               "| --- | --- | --- | --- |"]
     for label, _, steps in rows:
