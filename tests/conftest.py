@@ -10,6 +10,12 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from hypothesis import settings
+
+# Property tests check results, not speed: a 2-core runner busy with other work ran two of
+# them past hypothesis' default 200 ms deadline (318 ms once, 82 ms on the retry).
+settings.register_profile("shrinktests", deadline=None)
+settings.load_profile("shrinktests")
 
 TINY_SUITE = """
 [suite]
