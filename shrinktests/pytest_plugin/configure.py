@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 PLUGIN_FLAGS = (
     Flag("numerics", "native: the machine's own kernels, as users run them (default); "
          "portable: every x86-64 CPU with AVX2 runs the same kernels, at one thread (torch's "
-         "AVX2 code, MKL_CBWR=AVX2,STRICT, oneDNN capped at AVX2), for release gates that "
+         "AVX2 code, MKL_CBWR=COMPATIBLE,STRICT, oneDNN capped at AVX2), for release gates that "
          "must reproduce bit for bit; slower", "", choices=("native", "portable"),
          default="native"),
     Flag("snapshots", "baseline snapshot folder (default: snapshots/ in the rootdir)", "DIR"),

@@ -23,9 +23,12 @@ PACKAGES = ("torch", "transformers", "bitsandbytes", "torchao", "optimum-quanto"
 #: environment variables that cap or pin the kernels torch, MKL and oneDNN pick (an AMX CPU
 #: with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`` rounds bf16 like one without AMX)
 KERNEL_ENV = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
-#: the values that make every x86-64 CPU with AVX2 run the same kernels: torch's AVX2 code,
-#: MKL in its reproducible AVX2 mode, oneDNN capped at AVX2 (read once, when torch loads)
-PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2,STRICT",
+#: the values that make every x86-64 CPU with AVX2 run the same kernels (read once, when torch
+#: loads): torch's AVX2 code, oneDNN capped at AVX2, and MKL (torch's BLAS and LAPACK) in its
+#: reproducible COMPATIBLE branch, the one branch MKL honours on AMD as on Intel CPUs: asked
+#: for its AVX2 branch, an AMD EPYC silently ran its own code and rounded a 4-bit GPTQ model
+#: into other weights than an Intel Xeon's (about 2.6x slower matrix products than AVX2)
+PORTABLE_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "COMPATIBLE,STRICT",
                 "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 #: CPU features that change which kernels run (oneDNN uses AMX and AVX-512 BF16/VNNI if present)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx512_fp16",

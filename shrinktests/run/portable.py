@@ -10,9 +10,12 @@ CPU 16, though both ran the same code on the same prompts.
 
 So the steps that do so (``Method.cpu_dependent``) run once in a child process whose numerics
 are pinned before torch is imported: torch's AVX2 kernels, MKL in its conditional
-numerical-reproducibility mode for AVX2 (``MKL_CBWR=AVX2,STRICT``), oneDNN capped at AVX2,
-one thread. Every x86-64 CPU with AVX2 runs the same instructions in the same order there,
-whatever CPU, thread count or ISA cap the run itself has. The child saves what the steps
+numerical-reproducibility mode on its COMPATIBLE branch (``MKL_CBWR=COMPATIBLE,STRICT``),
+oneDNN capped at AVX2, one thread. Every x86-64 CPU with AVX2 runs the same instructions in
+the same order there, whatever CPU, thread count or ISA cap the run itself has. (MKL's AVX2
+branch is not enough: MKL honours it on Intel CPUs only and silently runs its own code on
+others, so the same GPTQ config rounded to other weights on an AMD EPYC than on an Intel
+Xeon: tensors hashing 146c6ad0 against c5597b12.) The child saves what the steps
 computed (GPTQ's rounded weights, the low-rank factors) under a key of the model, the config
 and the calibration prompts, not of the machine; the run then builds the config as usual and
 the steps take those tensors instead of computing them. Only this part is pinned: the
@@ -48,8 +51,9 @@ if TYPE_CHECKING:
 #: set before torch is imported in the child: the same kernels and reduction order on every
 #: x86-64 CPU with AVX2 (the variables torch, MKL and oneDNN read to pick their code paths)
 PINNED_ENV: dict[str, str] = {**PORTABLE_ENV, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-#: what an accepted record of such a config says it holds for
-PORTABLE_KEY = "x86_64 portable (AVX2 kernels, 1 thread)"
+#: what an accepted record of such a config says it holds for (a record of the earlier pinned
+#: numerics, MKL's AVX2 branch, names another machine, so it is advisory rather than replayed)
+PORTABLE_KEY = "x86_64 portable (AVX2 kernels, MKL compatible branch, 1 thread)"
 #: the packages whose code computes the pinned tensors (a new version may compute others)
 _PACKAGES = ("torch", "transformers", "bitsandbytes", "gptqmodel", "numpy")
 #: bumped when shrinktests' own computation of a pinned tensor changes (2: EoRA weighs the
