@@ -153,6 +153,30 @@ def test_a_record_of_cpu_dependent_weights_made_on_another_cpu_is_judged_live(
     assert recorded is not None and not recorded.strict
 
 
+def test_an_aggregate_regression_recorded_over_other_prompts_is_not_strict(
+        tmp_path: Path) -> None:
+    """A run of one suite aggregates fewer prompts than the record's run of all suites, so a
+    recorded aggregate failure may pass within noise there: reported, not a strict XPASS."""
+    from dataclasses import replace
+
+    from shrinktests.pytest_plugin import expectations
+
+    configs, suite = _files(tmp_path)
+    same = _record(configs, suite)
+    more = replace(same, outputs={**same.outputs, "other.c": same.outputs["tiny.a"]})
+    failures = {"test_aggregate[q]": "aggregate over 3 prompts"}
+    for record, scope in ((same, None), (more, "recorded over 3 prompts, this run aggregates 2")):
+        state = AcceptedState(StubInputs(_options(tmp_path)),  # type: ignore[arg-type]
+                              {"q": record})
+        assert state.aggregate_scope("q") == scope
+        x = expectations.accepted("test_aggregate[q]", "q", failures, "q.toml",
+                                  state.aggregate_scope("q"))
+        assert x is not None and x.strict == (scope is None)
+        assert scope is None or scope in x.reason
+    assert expectations.accepted("test_aggregate[q]", "q", {}, "q.toml", "other") is None
+    assert AcceptedState(StubInputs(_options(tmp_path))).aggregate_scope("q") is None  # type: ignore[arg-type]
+
+
 def test_a_new_record_holds_this_runs_outputs(tmp_path: Path) -> None:
     configs, _ = _files(tmp_path)
     state = AcceptedState(StubInputs(_options(tmp_path)))  # type: ignore[arg-type]

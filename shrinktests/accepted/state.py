@@ -83,6 +83,19 @@ class AcceptedState:
                                   f"made for {record.cpu}")
         return self.foreign[name]
 
+    def aggregate_scope(self, name: str) -> str | None:
+        """Why the config's recorded aggregate verdicts are another measurement than this
+        run's, or None: an aggregate is over every prompt of the run, so one recorded over
+        other prompts (all suites, where this run takes one) may come out either way here."""
+        record = self.record(name)
+        if record is None:
+            return None
+        here = {Case(suite, prompt).id for suite in self.options.suites
+                for prompt in suite.prompts}
+        if set(record.outputs) == here:
+            return None
+        return f"recorded over {len(record.outputs)} prompts, this run aggregates {len(here)}"
+
     def failures(self, name: str) -> Mapping[str, str]:
         record = self.record(name)
         return record.failures if record is not None else {}

@@ -117,8 +117,9 @@ def expect_accepted(item: pytest.Item) -> None:
         expected = expectations.on_another_cpu(item.name, name, session.accepted_failures(name),
                                                foreign, item.stash[per_prompt_item_key])
     else:
+        scope = None if item.stash[per_prompt_item_key] else session.aggregate_scope(name)
         expected = expectations.accepted(item.name, name, session.accepted_failures(name),
-                                         where)
+                                         where, scope)
     if expected is not None:
         item.add_marker(pytest.mark.xfail(strict=expected.strict, reason=expected.reason))
 

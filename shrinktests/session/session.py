@@ -246,6 +246,9 @@ class ShrinkSession:
     def foreign_cpu(self, name: str) -> str | None:
         return self.accepted.foreign_cpu(name)
 
+    def aggregate_scope(self, name: str) -> str | None:
+        return self.accepted.aggregate_scope(name)
+
     def new_record(self, name: str, margins_below: float) -> AcceptedRecord:
         """This run's live outputs of ``name`` (suites generated this run) as a record."""
         generated = {suite: gens for (config, suite), gens in self._generations.items()
